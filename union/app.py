@@ -1,0 +1,99 @@
+"""The app factory: mounts every domain's routes behind the policy guard, builds
+the long-lived services in the lifespan, and adds the security middleware."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+import workers.registry  # noqa: F401 - registers every domain's due-work handlers
+from union import routes as r
+from union.api_docs import API_DOCS
+from union.errors import UnionError
+from union.openapi import build as build_openapi
+from union.policy import RULES
+from union.services import build_services
+from union.settings import Settings
+from union.web import SecurityHeadersMiddleware, guard, http_exception_handler, union_error_handler
+
+STATIC = Path(__file__).resolve().parent / "static"
+GET, POST, BOTH = ["GET"], ["POST"], ["GET", "POST"]
+
+
+def route_table() -> list[tuple[str, object, list[str], str]]:
+    """(path, endpoint, methods, name) of every route; names are the policy's keys."""
+    table = [
+        ("/", r.index, GET, "index"),
+        ("/healthz", r.healthz, GET, "healthz"),
+        ("/language", r.set_language, POST, "language.set"),
+        ("/login", r.login, BOTH, "auth.login"),
+        ("/login/member", r.member_login, BOTH, "auth.member_login"),
+        ("/logout", r.logout, POST, "auth.logout"),
+        ("/home", r.home, GET, "home"),
+        ("/join", r.join, BOTH, "members.join"),
+        ("/join/done", r.joined, GET, "members.joined"),
+        ("/member/card", r.member_card, GET, "members.card"),
+        ("/members", r.search_members, GET, "members.search"),
+        ("/members/new", r.new_member, BOTH, "members.new"),
+        ("/members/{member_no}", r.member_detail, GET, "members.detail"),
+        ("/office/users", r.users_page, GET, "accounts.users"),
+        ("/office/users/{username}/end-sessions", r.end_sessions, POST, "accounts.end_sessions"),
+        ("/api/branches", r.api_branches, GET, "api.branches"),
+        ("/api/me", r.api_me, GET, "api.me"),
+        ("/api/members", r.api_create_member, POST, "api.members.create"),
+        ("/api/members", r.api_search_members, GET, "api.members.search"),
+        ("/api/members/{member_no}", r.api_get_member, GET, "api.members.get"),
+    ]
+    for role in ("member", "collector", "welfare_officer", "dispatcher", "crisis_responder", "treasurer",
+                 "office_bearer"):
+        table.append((f"/home/{role}", r._role_home(role), GET, f"home.{role}"))
+    return table
+
+
+def build_routes() -> list:
+    routes = []
+    for path, endpoint, methods, name in route_table():
+        rule = RULES.get(name)
+        if rule is None:
+            raise RuntimeError(f"route {name} ({path}) has no rule in union.policy.RULES")
+        routes.append(Route(path, guard(name, rule, endpoint), methods=methods, name=name))
+
+    async def openapi(request: Request):
+        return JSONResponse(request.app.state.openapi)
+
+    routes.append(Route("/api/openapi.json", guard("openapi", RULES["openapi"], openapi), methods=GET, name="openapi"))
+    routes.append(Mount("/static", StaticFiles(directory=STATIC), name="static"))
+    return routes
+
+
+def create_app(settings: Settings | None = None, *, services=None) -> Starlette:
+    settings = settings or Settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette):
+        own = services is None
+        app.state.services = services or await build_services(settings)
+        try:
+            yield
+        finally:
+            if own:
+                await app.state.services.close()
+
+    routes = build_routes()
+    app = Starlette(
+        routes=routes,
+        middleware=[Middleware(SecurityHeadersMiddleware)],
+        exception_handlers={HTTPException: http_exception_handler, UnionError: union_error_handler},
+        lifespan=lifespan,
+        max_body_size=settings.max_body_bytes,
+    )
+    app.state.openapi = build_openapi(routes, API_DOCS, title="Union platform API", version="1")
+    return app

@@ -1,0 +1,101 @@
+"""The append-only, hash-chained audit log of privileged actions and of reads of
+sensitive records.
+
+Each event's hash covers its content and the previous event's hash; the
+`audithead` row holds the newest hash and is locked while appending, so the chain
+never forks under concurrent writers. The database refuses UPDATE and DELETE on
+`auditevent` (triggers from the first migration). Details must never hold
+sensitive values: ids and field names only.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from union.models import AuditEvent, AuditHead, utcnow
+
+from migrations.helpers import GENESIS  # noqa: E402  (one definition for code and schema)
+
+
+def _canonical_time(at: dt.datetime) -> str:
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=dt.UTC)
+    return at.astimezone(dt.UTC).isoformat(timespec="microseconds")
+
+
+def event_hash(*, prev_hash: str, at: dt.datetime, actor_user_id: int | None, actor: str, action: str,
+               target_type: str, target_id: str, detail: str) -> str:
+    body = json.dumps(
+        [prev_hash, _canonical_time(at), actor_user_id, actor, action, target_type, target_id, detail],
+        separators=(",", ":"), ensure_ascii=False,
+    )
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+async def record(session: AsyncSession, *, action: str, actor=None, target_type: str = "",
+                 target_id: object = "", detail: dict | None = None) -> AuditEvent:
+    """Append one event in the caller's transaction (the caller commits)."""
+    head = (await session.execute(select(AuditHead).where(AuditHead.id == 1).with_for_update())).scalar_one()
+    event = AuditEvent(
+        at=utcnow(),
+        actor_user_id=getattr(actor, "id", None),
+        actor=getattr(actor, "username", "") or "",
+        action=action,
+        target_type=target_type,
+        target_id=str(target_id),
+        detail=json.dumps(detail or {}, sort_keys=True, separators=(",", ":"), ensure_ascii=False),
+        prev_hash=head.last_hash,
+        hash="",
+    )
+    event.hash = event_hash(prev_hash=event.prev_hash, at=event.at, actor_user_id=event.actor_user_id,
+                            actor=event.actor, action=action, target_type=target_type,
+                            target_id=event.target_id, detail=event.detail)
+    session.add(event)
+    await session.flush()
+    head.last_id = event.id
+    head.last_hash = event.hash
+    session.add(head)
+    await session.flush()
+    return event
+
+
+@dataclass
+class ChainReport:
+    checked: int
+    broken_id: int | None = None
+    reason: str = ""
+
+    @property
+    def intact(self) -> bool:
+        return self.broken_id is None
+
+
+async def verify_chain(session: AsyncSession, *, progress=None) -> ChainReport:
+    """Walk the whole chain in id order; report the first event that does not fit."""
+    prev = GENESIS
+    checked = 0
+    last_id = 0
+    result = await session.stream(select(AuditEvent).order_by(AuditEvent.id).execution_options(yield_per=2000))
+    async for (event,) in result:
+        if event.prev_hash != prev:
+            return ChainReport(checked, event.id, "previous-hash link broken (an event before it was removed or altered)")
+        expected = event_hash(prev_hash=event.prev_hash, at=event.at, actor_user_id=event.actor_user_id,
+                              actor=event.actor, action=event.action, target_type=event.target_type,
+                              target_id=event.target_id, detail=event.detail)
+        if expected != event.hash:
+            return ChainReport(checked, event.id, "content does not match its hash (the event was altered)")
+        prev = event.hash
+        last_id = event.id
+        checked += 1
+        if progress and checked % 10000 == 0:
+            progress(checked)
+    head = (await session.execute(select(AuditHead).where(AuditHead.id == 1))).scalar_one()
+    if head.last_hash != prev or (checked and head.last_id != last_id):
+        return ChainReport(checked, head.last_id, "the newest events are missing (the chain was cut short)")
+    return ChainReport(checked)

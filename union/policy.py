@@ -1,0 +1,145 @@
+"""The one policy module: who may use which route, and which records they may see.
+
+Every route of the app, HTML and API alike, is named in `RULES`; the app factory
+wraps each endpoint with `guard`, and refuses to start if a route has no rule.
+Branch limits are checked here too (`can_see_member`, `visible_branches`), so
+services and routes never decide access on their own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from union.models import Role
+
+STAFF = frozenset({Role.collector, Role.welfare_officer, Role.dispatcher, Role.crisis_responder,
+                   Role.treasurer, Role.office_bearer})
+# Staff who work with member records (search, member pages).
+MEMBER_STAFF = frozenset({Role.collector, Role.welfare_officer, Role.office_bearer})
+ALL_ROLES = frozenset(Role)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """public: anyone; otherwise a logged-in principal holding one of `roles`
+    (empty roles = any logged-in user)."""
+
+    public: bool = False
+    roles: frozenset = frozenset()
+    csrf: bool = True  # False only for callers that authenticate otherwise (signed webhooks)
+
+    def allows(self, principal: Principal | None) -> bool:
+        if self.public:
+            return True
+        if principal is None:
+            return False
+        return not self.roles or bool(self.roles & principal.role_names)
+
+
+PUBLIC = Rule(public=True)
+LOGGED_IN = Rule()
+
+
+def roles(*names: Role) -> Rule:
+    return Rule(roles=frozenset(names))
+
+
+RULES: dict[str, Rule] = {
+    # Shell
+    "index": PUBLIC,
+    "healthz": PUBLIC,
+    "openapi": PUBLIC,
+    "static": PUBLIC,
+    "language.set": PUBLIC,
+    "auth.login": PUBLIC,
+    "auth.member_login": PUBLIC,
+    "auth.logout": PUBLIC,
+    "home": LOGGED_IN,
+    # Role home pages
+    "home.member": roles(Role.member),
+    "home.collector": roles(Role.collector),
+    "home.welfare_officer": roles(Role.welfare_officer),
+    "home.dispatcher": roles(Role.dispatcher),
+    "home.crisis_responder": roles(Role.crisis_responder),
+    "home.treasurer": roles(Role.treasurer),
+    "home.office_bearer": roles(Role.office_bearer),
+    # Members
+    "members.join": PUBLIC,
+    "members.joined": PUBLIC,
+    "members.card": roles(Role.member),
+    "members.search": Rule(roles=MEMBER_STAFF),
+    "members.new": roles(Role.collector, Role.office_bearer),
+    "members.detail": Rule(roles=MEMBER_STAFF),
+    # Accounts
+    "accounts.users": roles(Role.office_bearer),
+    "accounts.end_sessions": roles(Role.office_bearer),
+    # API
+    "api.branches": PUBLIC,
+    "api.me": LOGGED_IN,
+    "api.members.create": roles(Role.collector, Role.office_bearer),
+    "api.members.search": Rule(roles=MEMBER_STAFF),
+    "api.members.get": Rule(roles=MEMBER_STAFF | {Role.member}),
+}
+
+
+@dataclass
+class Principal:
+    """Who is asking: the user, the member they are (if any), and their role grants.
+
+    grants maps a role to the branch ids it holds in, or to None for every branch.
+    """
+
+    user: object
+    grants: dict[str, set[int] | None] = field(default_factory=dict)
+    member_id: int | None = None
+    via: str = "session"  # or "token"
+
+    @property
+    def role_names(self) -> frozenset[str]:
+        return frozenset(self.grants)
+
+    def has(self, role: str, branch_id: int | None = None) -> bool:
+        if role not in self.grants:
+            return False
+        scope = self.grants[role]
+        return scope is None or branch_id is None or branch_id in scope
+
+    def branches_for(self, roles_: frozenset | set) -> set[int] | None:
+        """Branch ids where the principal holds any of `roles_`; None means all branches."""
+        found: set[int] = set()
+        for role in roles_:
+            if role in self.grants:
+                scope = self.grants[role]
+                if scope is None:
+                    return None
+                found |= scope
+        return found
+
+
+def visible_branches(principal: Principal) -> set[int] | None:
+    """Branches whose members this principal may look up (None = all)."""
+    return principal.branches_for(MEMBER_STAFF)
+
+
+def can_see_member(principal: Principal | None, member) -> bool:
+    if principal is None:
+        return False
+    if principal.member_id is not None and principal.member_id == member.id:
+        return True
+    return any(principal.has(role, member.branch_id) for role in MEMBER_STAFF)
+
+
+def can_enrol_in(principal: Principal, branch_id: int) -> bool:
+    return principal.has(Role.collector, branch_id) or principal.has(Role.office_bearer, branch_id)
+
+
+HOME_ORDER = [Role.office_bearer, Role.dispatcher, Role.treasurer, Role.welfare_officer, Role.collector,
+              Role.crisis_responder, Role.member]
+
+
+def home_route(principal: Principal) -> str:
+    """Each role lands on its own home page; someone with several roles lands on the most senior."""
+    for role in HOME_ORDER:
+        if role in principal.grants:
+            return f"home.{role}"
+    return "index"

@@ -1,0 +1,62 @@
+"""Long-lived collaborators, built once by `build_services(settings)` for the web
+app's lifespan, the arq worker's start-up and the CLI."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from union.crypto import KeyedHasher, Vault
+from union.db import make_engine, make_sessionmaker
+from union.ratelimit import LocalRateLimiter, RateLimiter, RedisRateLimiter
+from union.settings import Settings
+
+
+@dataclass
+class Services:
+    settings: Settings
+    engine: object
+    sessions: object  # async_sessionmaker
+    vault: Vault
+    phone_hash: KeyedHasher
+    rate_limiter: RateLimiter
+    jobs: object = None  # union.jobs.JobQueue
+    redis: object = None
+    extras: dict = field(default_factory=dict)
+
+    async def close(self) -> None:
+        if self.jobs is not None:
+            await self.jobs.stop()
+        if self.redis is not None:
+            await self.redis.aclose()
+        await self.engine.dispose()
+
+
+async def build_services(settings: Settings, *, jobs_backend: str | None = None) -> Services:
+    """jobs_backend: "embedded", "redis", or "none" (the arq worker runs jobs itself)."""
+    engine = make_engine(settings.resolved_database_url)
+    redis = None
+    if settings.redis_url:
+        from redis.asyncio import Redis
+
+        redis = Redis.from_url(settings.redis_url)
+    services = Services(
+        settings=settings,
+        engine=engine,
+        sessions=make_sessionmaker(engine),
+        vault=Vault(settings.load_encryption_keys()),
+        phone_hash=KeyedHasher(settings.resolved_hash_key),
+        rate_limiter=RedisRateLimiter(redis) if redis is not None else LocalRateLimiter(),
+        redis=redis,
+    )
+    backend = jobs_backend or settings.jobs_mode
+    if backend == "redis":
+        from workers.arq_worker import ArqJobs
+
+        services.jobs = await ArqJobs.connect(settings.redis_url)
+    elif backend == "embedded":
+        from workers.embedded import EmbeddedJobs
+
+        services.jobs = EmbeddedJobs(services, sweep_interval=settings.sweep_interval_seconds)
+    if services.jobs is not None:
+        await services.jobs.start()
+    return services

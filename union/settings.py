@@ -1,0 +1,107 @@
+"""The one settings module: every `UNION_*` environment variable (and `./.env`).
+
+Embedded defaults need nothing installed: SQLite under the data folder, secrets
+generated on first run into that folder with mode 0600, jobs in-process when no
+Redis is configured.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _secret_file(path: Path, make: callable) -> str:
+    """Read a secret from `path`, creating it (mode 0600) on first use."""
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = make()
+    # O_EXCL: two processes starting together must not write two different secrets.
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as fh:
+        fh.write(value + "\n")
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="UNION_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Field(default=Path("./var"), description="Folder for the SQLite file and generated secrets.")
+    database_url: str | None = Field(default=None, description="SQLAlchemy URL; default SQLite under data_dir. PostgreSQL: postgresql+asyncpg://...")
+    redis_url: str | None = Field(default=None, description="Redis for arq jobs and rate limits; unset = in-process jobs.")
+    secret_key: str | None = Field(default=None, description="Signs CSRF tokens; default generated into data_dir/secret.key.")
+    encryption_keys: str | None = Field(default=None, description="Comma-separated Fernet keys, newest first; default data_dir/encryption.keys.")
+    hash_key: str | None = Field(default=None, description="Key of the keyed hash used to find phone numbers; default data_dir/hash.key.")
+    stripe_api_key: str | None = None
+    stripe_webhook_secret: str | None = None
+    stripe_api_base: str | None = None
+    ack_timeout_seconds: int = 60
+    push_allow_local_endpoints: bool = False
+    session_idle_minutes: int = 30
+    session_max_hours: int = 12
+    secure_cookies: bool = Field(default=False, description="Mark cookies Secure; set true behind TLS.")
+    max_body_bytes: int = 1_048_576
+    login_attempts_per_window: int = 10
+    public_requests_per_window: int = 30
+    rate_window_seconds: int = 300
+    sweep_interval_seconds: float = 5.0
+    default_language: str = "en"
+    default_currency: str = "INR"
+    quick_exit_url: str = "https://www.google.com/search?q=weather"
+    log_level: str = "INFO"
+
+    @cached_property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            url = self.database_url
+            # Accept the plain forms people copy from docs; we always use async drivers.
+            if url.startswith("postgresql://") or url.startswith("postgres://"):
+                url = "postgresql+asyncpg://" + url.split("://", 1)[1]
+            elif url.startswith("sqlite:///"):
+                url = "sqlite+aiosqlite:///" + url[len("sqlite:///"):]
+            return url
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'union.db').resolve()}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.resolved_database_url.startswith("sqlite")
+
+    @property
+    def jobs_mode(self) -> str:
+        return "redis" if self.redis_url else "embedded"
+
+    @cached_property
+    def resolved_secret_key(self) -> str:
+        return self.secret_key or _secret_file(self.data_dir / "secret.key", lambda: secrets.token_urlsafe(48))
+
+    @cached_property
+    def resolved_hash_key(self) -> bytes:
+        value = self.hash_key or _secret_file(self.data_dir / "hash.key", lambda: secrets.token_urlsafe(48))
+        return value.encode()
+
+    @property
+    def encryption_keys_file(self) -> Path:
+        return self.data_dir / "encryption.keys"
+
+    def load_encryption_keys(self) -> list[str]:
+        """Fernet keys, newest (primary) first."""
+        if self.encryption_keys:
+            return [k.strip() for k in self.encryption_keys.split(",") if k.strip()]
+        from cryptography.fernet import Fernet
+
+        text = _secret_file(self.encryption_keys_file, lambda: Fernet.generate_key().decode())
+        return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def get_settings(**overrides) -> Settings:
+    return Settings(**overrides)

@@ -1,0 +1,21 @@
+// Quick exit: leave for a neutral site and replace this page in the history, so
+// "back" does not return here. Works as a plain link without JavaScript.
+(function () {
+  var url = document.body.getAttribute("data-quick-exit");
+  function leave(event) {
+    if (event) event.preventDefault();
+    try { sessionStorage.clear(); } catch (e) {}
+    window.location.replace(url);
+  }
+  var button = document.getElementById("quick-exit");
+  if (button) button.addEventListener("click", leave);
+  // Pressing Escape three times quickly also leaves.
+  var presses = [];
+  document.addEventListener("keydown", function (event) {
+    if (event.key !== "Escape") return;
+    var now = Date.now();
+    presses = presses.filter(function (t) { return now - t < 1500; });
+    presses.push(now);
+    if (presses.length >= 3) leave();
+  });
+})();

@@ -1,0 +1,1 @@
+"""Welfare: schemes, eligibility rules, claims, decisions and payouts (see the welfare issue)."""
