@@ -9,7 +9,7 @@ import re
 import secrets
 
 from sqlalchemy import delete, func, select, update
-from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from union import audit
 from union.crypto import hash_secret, token_digest, verify_secret

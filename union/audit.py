@@ -16,7 +16,7 @@ import json
 from dataclasses import dataclass
 
 from sqlalchemy import select
-from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from union.models import AuditEvent, AuditHead, utcnow
 

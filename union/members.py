@@ -8,7 +8,7 @@ import datetime as dt
 from dataclasses import dataclass
 
 from sqlalchemy import func, or_, select, update
-from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from union import audit
 from union.crypto import Vault, hash_secret, normalise_phone

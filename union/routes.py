@@ -109,14 +109,14 @@ async def login(request: Request) -> Response:
         svc = services(request)
         await _limit(request, f"login-ip:{_client_ip(request)}", svc.settings.login_attempts_per_window * 3)
         await _limit(request, f"login-user:{form.username.data.lower()}", svc.settings.login_attempts_per_window)
-        async with svc.sessions() as db:
-            try:
+        try:
+            async with svc.sessions() as db:
                 user = await accounts.authenticate_password(db, username=form.username.data,
                                                             password=form.password.data)
-            except UnionError as exc:
-                error = exc.message
-            else:
-                return await _finish_login(request, user)
+        except UnionError as exc:
+            error = exc.message
+        else:
+            return await _finish_login(request, user)
     return render(request, "union/login.html", {"form": form, "error": error, "notice": notice},
                   status_code=401 if error else 200)
 
@@ -128,13 +128,13 @@ async def member_login(request: Request) -> Response:
         svc = services(request)
         await _limit(request, f"login-ip:{_client_ip(request)}", svc.settings.login_attempts_per_window * 3)
         await _limit(request, f"login-member:{form.member_no.data.upper()}", svc.settings.login_attempts_per_window)
-        async with svc.sessions() as db:
-            try:
+        try:
+            async with svc.sessions() as db:
                 user = await accounts.authenticate_member_pin(db, member_no=form.member_no.data, pin=form.pin.data)
-            except UnionError as exc:
-                error = exc.message
-            else:
-                return await _finish_login(request, user)
+        except UnionError as exc:
+            error = exc.message
+        else:
+            return await _finish_login(request, user)
     return render(request, "union/member_login.html", {"form": form, "error": error},
                   status_code=401 if error else 200)
 
