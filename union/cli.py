@@ -43,9 +43,16 @@ def cmd_serve(settings: Settings, args) -> int:
         from union.demo import load_demo
 
         asyncio.run(_with_services(settings, lambda s: load_demo(s, only_if_empty=True, say=_say)))
-    _say(f"Serving on http://{args.host}:{args.port}  (jobs: {settings.jobs_mode})")
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=settings.log_level.lower(),
-                proxy_headers=True, server_header=False)
+    _say(f"Serving on http://{args.host}:{args.port}  (jobs: {settings.jobs_mode}, processes: {args.workers})")
+    if args.workers > 1:
+        if not settings.redis_url:
+            _say("warning: several processes without UNION_REDIS_URL keep rate limits per process; use Redis in production.")
+        # Each process builds its own app (and reads the same settings from the environment).
+        uvicorn.run("union.app:create_app", factory=True, workers=args.workers, host=args.host, port=args.port,
+                    log_level=settings.log_level.lower(), proxy_headers=True, server_header=False)
+    else:
+        uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=settings.log_level.lower(),
+                    proxy_headers=True, server_header=False)
     return 0
 
 
@@ -169,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--demo", action="store_true", help="load demo data first if the database is empty")
+    p.add_argument("--workers", type=int, default=1, help="web processes (default 1)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("worker", help="run the arq job worker (needs UNION_REDIS_URL)")
