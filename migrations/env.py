@@ -7,7 +7,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 from sqlmodel import SQLModel
 
-import union.models  # noqa: F401  (registers the tables for autogenerate)
+import workers.registry  # noqa: F401  (registers every domain's tables for autogenerate)
 
 config = context.config
 target_metadata = SQLModel.metadata

@@ -16,13 +16,15 @@ from starlette.staticfiles import StaticFiles
 
 import workers.registry  # noqa: F401 - registers every domain's due-work handlers
 from union import routes as r
+from crisis.api_docs import API_DOCS as CRISIS_API_DOCS
 from union.api_docs import API_DOCS
 from union.errors import UnionError
 from union.openapi import build as build_openapi
 from union.policy import RULES
 from union.services import build_services
 from union.settings import Settings
-from union.web import SecurityHeadersMiddleware, guard, http_exception_handler, union_error_handler
+from union.web import (BodyLimitMiddleware, SecurityHeadersMiddleware, guard, http_exception_handler,
+                       union_error_handler)
 
 STATIC = Path(__file__).resolve().parent / "static"
 GET, POST, BOTH = ["GET"], ["POST"], ["GET", "POST"]
@@ -52,10 +54,52 @@ def route_table() -> list[tuple[str, object, list[str], str]]:
         ("/api/members", r.api_search_members, GET, "api.members.search"),
         ("/api/members/{member_no}", r.api_get_member, GET, "api.members.get"),
     ]
+    table += crisis_routes()
     for role in ("member", "collector", "welfare_officer", "dispatcher", "crisis_responder", "treasurer",
                  "office_bearer"):
         table.append((f"/home/{role}", r._role_home(role), GET, f"home.{role}"))
     return table
+
+
+def crisis_routes() -> list[tuple[str, object, list[str], str]]:
+    from crisis import routes as c
+
+    return [
+        ("/help", c.help_page, BOTH, "crisis.help"),
+        ("/help/status/{reference}", c.help_status, BOTH, "crisis.help_status"),
+        ("/help/status/{reference}/cancel", c.help_cancel, POST, "crisis.help_cancel"),
+        ("/sw.js", c.service_worker, GET, "crisis.sw"),
+        ("/manifest.webmanifest", c.manifest, GET, "crisis.manifest"),
+        ("/crisis/twilio/sms", c.twilio_sms, POST, "crisis.twilio_sms"),
+        ("/crisis/twilio/voice", c.twilio_voice, POST, "crisis.twilio_voice"),
+        ("/crisis/hotline", c.hotline, BOTH, "crisis.hotline"),
+        ("/crisis/board", c.board, GET, "crisis.board"),
+        ("/crisis/team", c.team_app, GET, "crisis.team"),
+        ("/crisis/teams/{team_id:int}/availability", c.team_availability_form, POST, "crisis.team_availability"),
+        ("/crisis/offers/{offer_id:int}", c.offer_page, GET, "crisis.offer"),
+        ("/crisis/offers/{offer_id:int}/accept", c.offer_accept, POST, "crisis.offer_accept"),
+        ("/crisis/offers/{offer_id:int}/decline", c.offer_decline, POST, "crisis.offer_decline"),
+        ("/crisis/incidents/{incident_id:int}", c.incident_page, GET, "crisis.incident"),
+        ("/crisis/incidents/{incident_id:int}/status", c.incident_step, POST, "crisis.incident_step"),
+        ("/crisis/incidents/{incident_id:int}/notes", c.incident_note, POST, "crisis.incident_note"),
+        ("/api/crisis/incidents", c.api_create_incident, POST, "api.crisis.incidents.create"),
+        ("/api/crisis/incidents/{reference}", c.api_incident_status, GET, "api.crisis.incidents.status"),
+        ("/api/crisis/incidents/{incident_id:int}/status", c.api_incident_step, POST, "api.crisis.incidents.step"),
+        ("/api/crisis/incidents/{incident_id:int}/notes", c.api_incident_note, POST, "api.crisis.incidents.note"),
+        ("/api/crisis/places", c.api_places, GET, "api.crisis.places"),
+        ("/api/crisis/board", c.api_board, GET, "api.crisis.board"),
+        ("/api/crisis/offers", c.api_my_offers, GET, "api.crisis.my_offers"),
+        ("/api/crisis/offers/{offer_id:int}", c.api_offer, GET, "api.crisis.offers.get"),
+        ("/api/crisis/offers/{offer_id:int}/accept", c.api_accept, POST, "api.crisis.offers.accept"),
+        ("/api/crisis/offers/{offer_id:int}/decline", c.api_decline, POST, "api.crisis.offers.decline"),
+        ("/api/crisis/teams", c.api_create_team, POST, "api.crisis.teams.create"),
+        ("/api/crisis/teams", c.api_teams, GET, "api.crisis.teams.list"),
+        ("/api/crisis/teams/{team_id:int}/availability", c.api_availability, ["PUT"], "api.crisis.teams.availability"),
+        ("/api/crisis/teams/{team_id:int}/location", c.api_location, POST, "api.crisis.teams.location"),
+        ("/api/push/vapid-public-key", c.api_vapid_key, GET, "api.push.vapid_key"),
+        ("/api/push/subscriptions", c.api_subscribe, POST, "api.push.subscribe"),
+        ("/api/push/subscriptions", c.api_unsubscribe, ["DELETE"], "api.push.unsubscribe"),
+    ]
 
 
 def build_routes() -> list:
@@ -90,10 +134,10 @@ def create_app(settings: Settings | None = None, *, services=None) -> Starlette:
     routes = build_routes()
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(SecurityHeadersMiddleware)],
+        middleware=[Middleware(SecurityHeadersMiddleware),
+                    Middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)],
         exception_handlers={HTTPException: http_exception_handler, UnionError: union_error_handler},
         lifespan=lifespan,
-        max_body_size=settings.max_body_bytes,
     )
-    app.state.openapi = build_openapi(routes, API_DOCS, title="Union platform API", version="1")
+    app.state.openapi = build_openapi(routes, {**API_DOCS, **CRISIS_API_DOCS}, title="Union platform API", version="1")
     return app

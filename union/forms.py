@@ -6,12 +6,8 @@ from __future__ import annotations
 from wtforms import DateField, Form, PasswordField, SelectField, StringField
 from wtforms.validators import DataRequired, Length, Optional, Regexp
 
+from union.i18n import SPOKEN_LANGUAGE_NAMES as LANGUAGE_NAMES
 from union.i18n import SPOKEN_LANGUAGES, WTFormsTranslations, lazy_gettext as _l
-
-LANGUAGE_NAMES = {
-    "kn": "ಕನ್ನಡ (Kannada)", "te": "తెలుగు (Telugu)", "ta": "தமிழ் (Tamil)", "hi": "हिन्दी (Hindi)",
-    "ur": "اردو (Urdu)", "mr": "मराठी (Marathi)", "en": "English",
-}
 
 
 class BaseForm(Form):

@@ -30,6 +30,10 @@ LANGUAGES: dict[str, str] = {
 }
 # Languages members and callers may speak (ISO 639-1); a wider set than the interface.
 SPOKEN_LANGUAGES = ("kn", "te", "ta", "hi", "ur", "mr", "en")
+SPOKEN_LANGUAGE_NAMES = {
+    "kn": "ಕನ್ನಡ (Kannada)", "te": "తెలుగు (Telugu)", "ta": "தமிழ் (Tamil)", "hi": "हिन्दी (Hindi)",
+    "ur": "اردو (Urdu)", "mr": "मराठी (Marathi)", "en": "English",
+}
 
 _catalogs: dict[str, NullTranslations] = {}
 _current: contextvars.ContextVar[str] = contextvars.ContextVar("language", default="en")
@@ -109,4 +113,5 @@ class WTFormsTranslations:
         return gettext(string)
 
     def ngettext(self, singular, plural, n):
-        return ngettext(singular, plural, n)
+        # WTForms fills in %(min)d/%(max)d itself: hand back the translated text unformatted.
+        return translations().ngettext(singular, plural, n)

@@ -11,6 +11,10 @@ from union.ratelimit import LocalRateLimiter, RateLimiter, RedisRateLimiter
 from union.settings import Settings
 
 
+# Callables (services) -> None that domains register to add their clients to `extras`.
+SERVICE_EXTENSIONS: list = []
+
+
 @dataclass
 class Services:
     settings: Settings
@@ -21,11 +25,15 @@ class Services:
     rate_limiter: RateLimiter
     jobs: object = None  # union.jobs.JobQueue
     redis: object = None
+    http: object = None  # the shared httpx.AsyncClient for outside services
+    sms: object = None  # union.sms.SmsSender
     extras: dict = field(default_factory=dict)
 
     async def close(self) -> None:
         if self.jobs is not None:
             await self.jobs.stop()
+        if self.http is not None:
+            await self.http.aclose()
         if self.redis is not None:
             await self.redis.aclose()
         await self.engine.dispose()
@@ -48,6 +56,14 @@ async def build_services(settings: Settings, *, jobs_backend: str | None = None)
         rate_limiter=RedisRateLimiter(redis) if redis is not None else LocalRateLimiter(),
         redis=redis,
     )
+    import httpx
+
+    from union.sms import build_sms_sender
+
+    services.http = httpx.AsyncClient(timeout=httpx.Timeout(10.0), follow_redirects=False)
+    services.sms = build_sms_sender(settings, services.http)
+    for extend in SERVICE_EXTENSIONS:  # each domain adds its own long-lived clients
+        extend(services)
     backend = jobs_backend or settings.jobs_mode
     if backend == "redis":
         from workers.arq_worker import ArqJobs

@@ -58,6 +58,28 @@ class Settings(BaseSettings):
     default_currency: str = "INR"
     quick_exit_url: str = "https://www.google.com/search?q=weather"
     log_level: str = "INFO"
+    base_url: str = Field(default="http://127.0.0.1:8000", description="Public address, used in SMS links and VAPID claims.")
+
+    # Crisis response
+    location_stale_seconds: int = 300
+    dispatch_radius_km: float = 25.0
+    dispatch_wide_radius_km: float = 150.0
+    escalation_radius_km: float = 50.0
+    max_offer_misses: int = 3
+    two_team_kinds: str = Field(default="police", description="Incident kinds that ask for two teams (space-separated).")
+    retention_days: int = 30
+    follow_up_days: int = 3
+    routing_url: str | None = Field(default=None, description="OSRM base URL; unset = great-circle distance only.")
+    routing_timeout_seconds: float = 1.0
+    push_backend: str = Field(default="webpush", description="webpush, or recording (demo and tests).")
+    vapid_subject: str = Field(default="mailto:admin@example.org", description="Contact for push services (VAPID sub).")
+
+    # SMS (a Twilio-compatible HTTP API) and inbound webhooks
+    sms_backend: str = Field(default="recording", description="recording (stand-in) or http (Twilio-compatible API).")
+    sms_api_base: str = "https://api.twilio.com"
+    sms_account_sid: str | None = None
+    sms_auth_token: str | None = Field(default=None, description="Also verifies inbound webhook signatures.")
+    sms_from: str | None = None
 
     @cached_property
     def resolved_database_url(self) -> str:
@@ -92,6 +114,10 @@ class Settings(BaseSettings):
     @property
     def encryption_keys_file(self) -> Path:
         return self.data_dir / "encryption.keys"
+
+    @property
+    def vapid_key_file(self) -> Path:
+        return self.data_dir / "vapid_private.pem"
 
     def load_encryption_keys(self) -> list[str]:
         """Fernet keys, newest (primary) first."""

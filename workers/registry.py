@@ -1,6 +1,8 @@
 """Job registration: importing this registers every domain's due-work handlers
-(each domain's `tasks.py` uses `union.jobs.due_handler`). The web app, the CLI
-and the arq worker import it; nothing else needs to."""
+(each domain's `tasks.py` uses `union.jobs.due_handler`), its tables (for
+migrations and key rotation) and its service clients. The web app, the CLI and
+the arq worker import it; nothing else needs to."""
 
-# Domains add their tasks modules here as they gain due work, e.g.:
-#   import crisis.tasks  # noqa: F401
+import crisis.models  # noqa: F401
+import crisis.tasks  # noqa: F401
+import crisis.wiring  # noqa: F401

@@ -5,6 +5,16 @@
   function leave(event) {
     if (event) event.preventDefault();
     try { sessionStorage.clear(); } catch (e) {}
+    // End the session too, so Back cannot reopen the member's pages; keepalive lets
+    // the request finish after the page is gone.
+    var token = document.querySelector("input[name=csrf_token]");
+    if (token) {
+      try {
+        var body = new URLSearchParams();
+        body.set("csrf_token", token.value);
+        fetch("/logout", {method: "POST", body: body, credentials: "same-origin", keepalive: true});
+      } catch (e) {}
+    }
     window.location.replace(url);
   }
   var button = document.getElementById("quick-exit");

@@ -1,0 +1,113 @@
+"""Due-work handlers of crisis response: push alerts (one row per offer and
+device, so each device is retried on its own), the SMS fallback, acknowledgement
+deadlines, retries of dispatch for escalated incidents, and the retention purge.
+
+Handlers return the new due work they created; the job runner nudges it after
+its transaction commits."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import select
+
+from crisis import services as crisis
+from crisis.models import Incident, IncidentStatus, Offer, OfferStatus, PushSubscription, TeamMember
+from union import i18n, jobs
+from union.models import User, utcnow
+from union.sms import SmsError
+
+
+class PushRetry(Exception):
+    """The push service asked us to try again later (429 or 5xx)."""
+
+
+@jobs.due_handler("crisis.push")
+async def send_push(session, svc, payload: dict):
+    offer_id = payload.get("offer")
+    if offer_id is not None:
+        offer = await session.get(Offer, offer_id)
+        if offer is None or offer.status != OfferStatus.pending:
+            return []  # answered already: do not wake anyone
+    sub = await session.get(PushSubscription, payload["subscription"])
+    if sub is None:
+        return []
+    # The message must outlive the acknowledgement window on a phone that is briefly offline.
+    ttl = max(svc.settings.ack_timeout_seconds, 60)
+    result = await svc.extras["push"].send(endpoint=sub.endpoint, p256dh=sub.p256dh, auth=sub.auth,
+                                           payload=payload["message"], ttl=ttl, urgency="high")
+    if result.ok:
+        sub.last_success_at, sub.failures = utcnow(), 0
+        session.add(sub)
+        return []
+    if result.gone:
+        await session.delete(sub)
+    elif result.retry:
+        raise PushRetry(f"push service answered {result.status}")
+    else:
+        sub.failures += 1
+        session.add(sub)
+    # Push failed for good on this device: do not wait for half the window before the SMS.
+    if offer_id is not None:
+        await session.execute(
+            jobs.DueWork.__table__.update()
+            .where(jobs.DueWork.key == f"offer-sms:{offer_id}", jobs.DueWork.state == "pending")
+            .values(due_at=utcnow()))
+        return [w for w in (await session.execute(select(jobs.DueWork).where(
+            jobs.DueWork.key == f"offer-sms:{offer_id}"))).scalars()]
+    return []
+
+
+@jobs.due_handler("crisis.offer_sms")
+async def send_offer_sms(session, svc, payload: dict):
+    offer = await session.get(Offer, payload["offer"])
+    if offer is None or offer.status != OfferStatus.pending or offer.sms_sent_at is not None:
+        return []
+    rows = (await session.execute(select(TeamMember, User).join(User, User.id == TeamMember.user_id)
+                                  .where(TeamMember.team_id == offer.team_id))).all()
+    link = svc.settings.base_url.rstrip("/") + "/crisis/team"
+    sent = 0
+    for member, user in rows:
+        phone = svc.vault.decrypt(member.phone_enc)
+        if not phone:
+            continue
+        token = i18n.set_language(user.language or svc.settings.default_language)
+        try:
+            body = i18n.gettext("Sangha: your team is needed now. Open the team app to answer: %(link)s", link=link)
+        finally:
+            i18n._current.reset(token)
+        try:
+            await svc.sms.send(to=phone, body=body)
+            sent += 1
+        except SmsError as exc:
+            if exc.retry:
+                raise
+    offer.sms_sent_at = utcnow()
+    session.add(offer)
+    return []
+
+
+@jobs.due_handler("crisis.offer_deadline")
+async def offer_deadline(session, svc, payload: dict):
+    return await crisis.lapse_offer(session, svc, offer_id=payload["offer"])
+
+
+@jobs.due_handler("crisis.retry_dispatch")
+async def retry_dispatch(session, svc, payload: dict):
+    incident = await session.get(Incident, payload["incident"])
+    if incident is None or incident.status != IncidentStatus.escalated:
+        return []
+    works = await crisis.dispatch(session, svc, incident, now=utcnow())
+    attempt = payload.get("attempt", 1)
+    if attempt < 20:  # keep trying for about ten minutes; the dispatchers were alerted at once
+        works.append(await jobs.schedule(session, kind="crisis.retry_dispatch",
+                                         key=f"retry-dispatch:{incident.id}:{attempt + 1}",
+                                         payload={"incident": incident.id, "attempt": attempt + 1},
+                                         due_at=utcnow() + dt.timedelta(seconds=30)))
+    return works
+
+
+@jobs.due_handler("crisis.purge")
+async def purge_incident(session, svc, payload: dict):
+    await crisis.purge(session, incident_id=payload["incident"])
+    return []
