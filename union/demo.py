@@ -130,14 +130,14 @@ async def load_demo(services, *, only_if_empty: bool, say=print, members: int = 
     if first_member:
         lines.append(f"member {first_member:<9} PIN {DEMO_PIN:<10} member (every 10th demo member has this PIN)")
 
-    for step in DEMO_STEPS:
-        await step(services, rng, say)
-
     if lines:
         path = _credentials_file(services)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         with os.fdopen(fd, "a") as fh:
             fh.write("\n".join(lines) + "\n")
+
+    for step in DEMO_STEPS:
+        await step(services, rng, say)
     _print_credentials(services, say)
     return True

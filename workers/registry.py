@@ -6,3 +6,4 @@ the arq worker import it; nothing else needs to."""
 import crisis.models  # noqa: F401
 import crisis.tasks  # noqa: F401
 import crisis.wiring  # noqa: F401
+import crisis.demo  # noqa: F401
