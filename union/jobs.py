@@ -8,7 +8,11 @@ UPDATE and completed in the same transaction as its handler's database effects,
 so running the same job twice has one effect.
 
 Handlers are registered by kind with `@due_handler("kind")` in each domain's
-`tasks.py`; they receive (session, services, payload) and must not commit.
+`tasks.py`; they receive (session, services, payload) and must not commit. A
+handler may return the due work it scheduled; the runner nudges it after commit.
+
+A domain's write path is: `work = await schedule(session, ...)` next to its own
+changes, then `await commit_and_nudge(session, services.jobs, [work])`.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Protocol
 
 from sqlalchemy import or_, select, update
@@ -26,7 +30,8 @@ from union.models import DueState, DueWork, utcnow
 
 log = logging.getLogger("union.jobs")
 
-Handler = Callable[[AsyncSession, object, dict], Awaitable[None]]
+# Returns the follow-up due work it scheduled (or None).
+Handler = Callable[[AsyncSession, object, dict], Awaitable[Iterable[DueWork] | None]]
 HANDLERS: dict[str, Handler] = {}
 
 LEASE = dt.timedelta(minutes=2)
@@ -41,8 +46,8 @@ def due_handler(kind: str):
 
 
 class JobQueue(Protocol):
-    async def nudge(self, work_ids: list[int]) -> None:
-        """Ask for these due-work rows to be run soon. Losing a nudge only delays the work."""
+    async def nudge(self, work_ids: list[int], *, at: dt.datetime | None = None) -> None:
+        """Ask for these due-work rows to be run now (or at `at`). Losing a nudge only delays the work."""
 
 
 async def schedule(session: AsyncSession, *, kind: str, key: str, payload: dict | None = None,
@@ -67,67 +72,95 @@ def _backoff(attempts: int) -> dt.timedelta:
     return dt.timedelta(seconds=min(300, 2 ** attempts))
 
 
+def _is_due(now: dt.datetime):
+    """Pending and due, or claimed by a runner whose lease ran out (it crashed or hung)."""
+    return or_(
+        (DueWork.state == DueState.pending) & (DueWork.due_at <= now),
+        (DueWork.state == DueState.running) & (DueWork.lease_until < now),
+    )
+
+
+async def commit_and_nudge(session: AsyncSession, queue: JobQueue | None, works: Iterable[DueWork]) -> None:
+    """Commit the caller's transaction, then ask `queue` (usually `services.jobs`) to run `works`.
+
+    The nudge comes after the commit so a job never looks for a row that is not
+    there yet. Rows due later are nudged for their due time (an acknowledgement
+    deadline must fire on time, not at the next sweep). A nudge that fails (Redis
+    down) is logged and swallowed: the rows are committed and the sweeper will run
+    them, so the caller's request succeeds. Without a queue (the CLI, or the
+    worker's own services) the sweeper runs them.
+    """
+    timed = [(work.id, work.due_at) for work in works]
+    await session.commit()
+    if not timed or queue is None:
+        return
+    now = utcnow()
+    due_now = [work_id for work_id, due_at in timed if due_at <= now]
+    later = [(work_id, due_at) for work_id, due_at in timed if due_at > now]
+    try:
+        if due_now:
+            await queue.nudge(due_now)
+        for work_id, due_at in later:
+            await queue.nudge([work_id], at=due_at)
+    except Exception as exc:  # noqa: BLE001 - losing a nudge only delays the work until the next sweep
+        log.warning("could not nudge due work %s (%s: %s); the sweeper will run it",
+                    [w for w, _ in timed], type(exc).__name__, exc)
+
+
 async def run_due_work(services, work_id: int) -> str:
     """Claim and run one row. Returns what happened: done, retry, failed, skipped."""
     now = utcnow()
     async with services.sessions() as session:
-        claimed = await session.execute(
+        claimed = (await session.execute(
             update(DueWork)
-            .where(DueWork.id == work_id)
-            .where(or_(
-                (DueWork.state == DueState.pending) & (DueWork.due_at <= now),
-                (DueWork.state == DueState.running) & (DueWork.lease_until < now),
-            ))
+            .where(DueWork.id == work_id, _is_due(now))
             .values(state=DueState.running, lease_until=now + LEASE, attempts=DueWork.attempts + 1)
-        )
+            .returning(DueWork.kind, DueWork.payload, DueWork.attempts, DueWork.max_attempts)
+            .execution_options(synchronize_session=False)
+        )).one_or_none()
         await session.commit()
-        if claimed.rowcount != 1:
-            return "skipped"  # done already, not yet due, or someone else holds it
-        work = (await session.execute(select(DueWork).where(DueWork.id == work_id))).scalar_one()
-        attempt = work.attempts
-    handler = HANDLERS.get(work.kind)
+    if claimed is None:
+        return "skipped"  # done already, not yet due, or someone else holds it
+    kind, payload, attempt, max_attempts = claimed
+    # Later writes are fenced on the attempt number: if our lease runs out and
+    # another runner claims the row, it bumps attempts and our writes match nothing.
+    still_ours = (DueWork.id == work_id, DueWork.state == DueState.running, DueWork.attempts == attempt)
+    handler = HANDLERS.get(kind)
     try:
         if handler is None:
-            raise LookupError(f"no handler for {work.kind!r}")
+            raise LookupError(f"no handler for {kind!r}")
         async with services.sessions() as session:
-            await handler(session, services, json.loads(work.payload))
+            follow_ups = await handler(session, services, json.loads(payload))
             finished = await session.execute(
-                update(DueWork)
-                .where(DueWork.id == work_id, DueWork.state == DueState.running, DueWork.attempts == attempt)
+                update(DueWork).where(*still_ours)
                 .values(state=DueState.done, done_at=utcnow(), lease_until=None, last_error=None)
             )
             if finished.rowcount != 1:
-                # Our lease ran out and another runner took over: drop our effects.
+                # Another runner took over: drop our effects, its run counts.
                 await session.rollback()
                 return "skipped"
-            await session.commit()
+            await commit_and_nudge(session, services.jobs, follow_ups or [])
         return "done"
     except Exception as exc:  # noqa: BLE001 - any failure is recorded on the row and retried
-        log.warning("due work %s (%s) attempt %s failed: %s", work_id, work.kind, attempt, type(exc).__name__)
-        gave_up = attempt >= work.max_attempts
+        log.warning("due work %s (%s) attempt %s failed: %s", work_id, kind, attempt, type(exc).__name__)
+        gave_up = attempt >= max_attempts
         async with services.sessions() as session:
-            await session.execute(
-                update(DueWork)
-                .where(DueWork.id == work_id, DueWork.state == DueState.running, DueWork.attempts == attempt)
+            recorded = await session.execute(
+                update(DueWork).where(*still_ours)
                 .values(state=DueState.failed if gave_up else DueState.pending,
                         due_at=utcnow() + _backoff(attempt), lease_until=None,
                         last_error=f"{type(exc).__name__}: {exc}"[:2000])
             )
             await session.commit()
+        if recorded.rowcount != 1:
+            return "skipped"  # another runner took over; its outcome stands
         return "failed" if gave_up else "retry"
 
 
 async def due_ids(services, *, limit: int = 200) -> list[int]:
-    now = utcnow()
     async with services.sessions() as session:
         rows = await session.execute(
-            select(DueWork.id)
-            .where(or_(
-                (DueWork.state == DueState.pending) & (DueWork.due_at <= now),
-                (DueWork.state == DueState.running) & (DueWork.lease_until < now),
-            ))
-            .order_by(DueWork.due_at)
-            .limit(limit)
+            select(DueWork.id).where(_is_due(utcnow())).order_by(DueWork.due_at).limit(limit)
         )
         return list(rows.scalars())
 

@@ -8,6 +8,7 @@ import asyncio
 import logging
 
 from union import jobs
+from union.models import utcnow
 
 log = logging.getLogger("union.workers")
 
@@ -19,16 +20,28 @@ class EmbeddedJobs:
         self.concurrency = concurrency
         self._queue: asyncio.Queue[int] = asyncio.Queue()
         self._tasks: list[asyncio.Task] = []
+        self._timers: set[asyncio.TimerHandle] = set()
 
-    async def nudge(self, work_ids: list[int]) -> None:
+    async def nudge(self, work_ids: list[int], *, at=None) -> None:
+        if at is None:
+            for work_id in work_ids:
+                self._queue.put_nowait(work_id)
+            return
+        delay = max(0.0, (at - utcnow()).total_seconds())
+        loop = asyncio.get_running_loop()
+        self._timers = {t for t in self._timers if not t.cancelled() and t.when() > loop.time()}
+        # A timer in this process; if the process dies first, the sweeper runs the row.
         for work_id in work_ids:
-            self._queue.put_nowait(work_id)
+            self._timers.add(loop.call_later(delay, self._queue.put_nowait, work_id))
 
     async def start(self) -> None:
         self._tasks = [asyncio.create_task(self._consume(), name=f"union-job-{i}") for i in range(self.concurrency)]
         self._tasks.append(asyncio.create_task(self._sweep_forever(), name="union-sweeper"))
 
     async def stop(self) -> None:
+        for timer in self._timers:
+            timer.cancel()
+        self._timers.clear()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
