@@ -64,7 +64,11 @@ def cmd_worker(settings: Settings, args) -> int:
 
     from workers.arq_worker import worker_settings
 
-    worker = Worker(**worker_settings(settings), burst=args.burst)
+    kwargs = worker_settings(settings)
+    if args.burst:
+        # The start-up sweep still runs; a periodic sweep would keep a burst worker alive.
+        kwargs["cron_jobs"] = []
+    worker = Worker(**kwargs, burst=args.burst)
     worker.run()
     return 0
 
