@@ -100,24 +100,31 @@ async def start_session(session: AsyncSession, *, user: User, max_hours: int) ->
     return raw
 
 
-async def resolve_session(session: AsyncSession, raw: str, *, idle_minutes: int) -> User | None:
-    """The user of a live session, sliding its inactivity timer; None when expired or unknown."""
+async def resolve_session(session: AsyncSession, raw: str, *, idle_minutes: int) -> tuple[User | None, str | None]:
+    """Read-only look-up of a session: (user or None, what the caller must write: "expired", "touch" or None).
+
+    Reads run without the write lock; the rare writes (ending an expired session,
+    sliding the inactivity timer once a minute) go through `settle_session`.
+    """
     digest = token_digest(raw)
     row = (await session.execute(select(WebSession).where(WebSession.id == digest))).scalar_one_or_none()
     if row is None:
-        return None
+        return None, None
     now = utcnow()
     if now >= row.expires_at or now - row.last_seen_at > dt.timedelta(minutes=idle_minutes):
-        await session.execute(delete(WebSession).where(WebSession.id == digest))
-        await session.commit()
-        return None
+        return None, "expired"
     user = await session.get(User, row.user_id)
     if user is None or not user.is_active:
-        return None
-    if now - row.last_seen_at > SESSION_TOUCH_EVERY:  # one write a minute, not one a request
-        await session.execute(update(WebSession).where(WebSession.id == digest).values(last_seen_at=now))
-        await session.commit()
-    return user
+        return None, None
+    return user, "touch" if now - row.last_seen_at > SESSION_TOUCH_EVERY else None
+
+
+async def settle_session(session: AsyncSession, raw: str, action: str) -> None:
+    digest = token_digest(raw)
+    if action == "expired":
+        await session.execute(delete(WebSession).where(WebSession.id == digest))
+    elif action == "touch":
+        await session.execute(update(WebSession).where(WebSession.id == digest).values(last_seen_at=utcnow()))
 
 
 async def end_session(session: AsyncSession, raw: str) -> None:

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.ext.asyncio import AsyncSession
 
 ROOT = Path(__file__).resolve().parent.parent
+READ_ONLY = "union_read_only"
 
 
 def make_engine(url: str, *, synchronous: str = "NORMAL", pool_size: int = 10) -> AsyncEngine:
@@ -33,13 +34,17 @@ def make_engine(url: str, *, synchronous: str = "NORMAL", pool_size: int = 10) -
 
         @event.listens_for(sync, "begin")
         def _sqlite_begin(conn):
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # Read-only sessions (services.reader) need no write lock: WAL lets them run beside the writer.
+            conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE")
 
         return engine
     return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
 
 
-def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+def make_sessionmaker(engine: AsyncEngine, *, read_only: bool = False) -> async_sessionmaker[AsyncSession]:
+    """Sessions for the route or job that owns the transaction; `read_only` ones must not write."""
+    if read_only:
+        engine = engine.execution_options(**{READ_ONLY: True})
     return async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
 
 

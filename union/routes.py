@@ -46,7 +46,7 @@ async def index(request: Request) -> Response:
 async def healthz(request: Request) -> Response:
     svc = services(request)
     try:
-        async with svc.sessions() as db:
+        async with svc.reader() as db:
             await db.execute(text("SELECT 1"))
         database = "ok"
     except Exception:  # noqa: BLE001 - health reports, it does not raise
@@ -162,7 +162,7 @@ def _role_home(role: str):
     async def page(request: Request) -> Response:
         context = {"role": role}
         if role == "member":
-            async with services(request).sessions() as db:
+            async with services(request).reader() as db:
                 member = await db.get(Member, _principal(request).member_id)
                 context["member"] = member
                 context["branch_codes"] = await members.branch_codes(db)
@@ -175,7 +175,7 @@ def _role_home(role: str):
 # --- Members ------------------------------------------------------------------
 
 async def _branch_choices(request: Request, principal: Principal | None):
-    async with services(request).sessions() as db:
+    async with services(request).reader() as db:
         branches = await members.list_branches(db)
     if principal is not None:
         from union.policy import can_enrol_in
@@ -242,7 +242,7 @@ async def new_member(request: Request) -> Response:
 async def member_card(request: Request) -> Response:
     import segno
 
-    async with services(request).sessions() as db:
+    async with services(request).reader() as db:
         member = await db.get(Member, _principal(request).member_id)
         codes = await members.branch_codes(db)
     qr = segno.make(member.member_no, error="m").svg_inline(scale=6, dark="#111", light="#fff")
@@ -309,7 +309,7 @@ def member_json(member: Member, codes: dict[int, str]) -> dict:
 
 
 async def api_branches(request: Request) -> Response:
-    async with services(request).sessions() as db:
+    async with services(request).reader() as db:
         branches = await members.list_branches(db)
     return JSONResponse({"branches": [{"code": b.code, "name": b.name, "lat": b.lat, "lon": b.lon} for b in branches]})
 
@@ -321,7 +321,7 @@ async def api_me(request: Request) -> Response:
 
 
 async def _member_no(request: Request, member_id: int) -> str:
-    async with services(request).sessions() as db:
+    async with services(request).reader() as db:
         return (await db.get(Member, member_id)).member_no
 
 

@@ -19,7 +19,8 @@ SERVICE_EXTENSIONS: list = []
 class Services:
     settings: Settings
     engine: object
-    sessions: object  # async_sessionmaker
+    sessions: object  # async_sessionmaker: read-write transactions (BEGIN IMMEDIATE on SQLite)
+    reader: object  # async_sessionmaker for transactions that only read (no write lock on SQLite)
     vault: Vault
     phone_hash: KeyedHasher
     rate_limiter: RateLimiter
@@ -51,6 +52,7 @@ async def build_services(settings: Settings, *, jobs_backend: str | None = None)
         settings=settings,
         engine=engine,
         sessions=make_sessionmaker(engine),
+        reader=make_sessionmaker(engine, read_only=True),
         vault=Vault(settings.load_encryption_keys()),
         phone_hash=KeyedHasher(settings.resolved_hash_key),
         rate_limiter=RedisRateLimiter(redis) if redis is not None else LocalRateLimiter(),

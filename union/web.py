@@ -172,17 +172,22 @@ async def load_principal(request: Request) -> Principal | None:
     raw_cookie = request.cookies.get(SESSION_COOKIE)
     if not auth and not raw_cookie:
         return None
-    async with svc.sessions() as db:
+    action = None
+    async with svc.reader() as db:
         if auth.lower().startswith("bearer "):
             user = await accounts.resolve_token(db, auth[7:].strip())
             return await accounts.principal_for(db, user, "token") if user else None
-        if raw_cookie:
-            user = await accounts.resolve_session(db, raw_cookie, idle_minutes=svc.settings.session_idle_minutes)
-            if user is None:
-                request.state.session_expired = True
-                return None
-            return await accounts.principal_for(db, user, "session")
-    return None
+        if not raw_cookie:
+            return None
+        user, action = await accounts.resolve_session(db, raw_cookie, idle_minutes=svc.settings.session_idle_minutes)
+        principal = await accounts.principal_for(db, user, "session") if user else None
+    if action:  # after the read transaction: on SQLite a second session inside it would wait for itself
+        async with svc.sessions() as db:
+            await accounts.settle_session(db, raw_cookie, action)
+            await db.commit()
+    if principal is None:  # a cookie that no longer opens a session: ended, timed out or revoked
+        request.state.session_expired = True
+    return principal
 
 
 def guard(name: str, rule: Rule, endpoint):

@@ -8,14 +8,19 @@
     // End the session too, so Back cannot reopen the member's pages; keepalive lets
     // the request finish after the page is gone.
     var token = document.querySelector("input[name=csrf_token]");
+    var done = Promise.resolve();
     if (token) {
       try {
         var body = new URLSearchParams();
         body.set("csrf_token", token.value);
-        fetch("/logout", {method: "POST", body: body, credentials: "same-origin", keepalive: true});
+        done = fetch("/logout", {method: "POST", body: body, credentials: "same-origin", keepalive: true})
+          .catch(function () {});
       } catch (e) {}
     }
-    window.location.replace(url);
+    // Wait for the logout at most 400 ms: leaving fast matters more.
+    Promise.race([done, new Promise(function (r) { setTimeout(r, 400); })]).then(function () {
+      window.location.replace(url);
+    });
   }
   var button = document.getElementById("quick-exit");
   if (button) button.addEventListener("click", leave);
