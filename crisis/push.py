@@ -9,6 +9,7 @@ import base64
 import ipaddress
 import json
 import os
+import socket
 import time
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -17,22 +18,23 @@ from urllib.parse import urlparse
 import httpx
 from cryptography.hazmat.primitives import serialization
 from py_vapid import Vapid02
-from pywebpush import WebPusher
+from pywebpush import WebPushException, WebPusher
 
 
 @dataclass
 class PushResult:
-    status: int
+    status: int  # the push service's answer; 0 when there was none
     retry_after: float | None = None
+    unusable: bool = False  # the subscription's keys cannot be encrypted to: nothing was sent
 
     @property
     def gone(self) -> bool:
-        """The subscription no longer exists: delete it."""
-        return self.status in (404, 410)
+        """The subscription no longer exists (or never could work): delete it."""
+        return self.status in (404, 410) or self.unusable
 
     @property
     def retry(self) -> bool:
-        return self.status == 429 or self.status >= 500 or self.status == 0
+        return not self.unusable and (self.status == 429 or self.status >= 500 or self.status == 0)
 
     @property
     def ok(self) -> bool:
@@ -79,13 +81,17 @@ def endpoint_allowed(endpoint: str, *, allow_local: bool) -> bool:
         return url.scheme in ("https", "http")
     if url.scheme != "https":
         return False
-    host = url.hostname
+    host = url.hostname.rstrip(".")  # "localhost." resolves like "localhost"
     if host == "localhost" or host.endswith(".localhost") or host.endswith(".local") or "." not in host:
         return False
     try:
         ip = ipaddress.ip_address(host)
     except ValueError:
-        return True
+        try:
+            # The resolver also reads the old short and octal/hex IPv4 forms ("127.1", "0177.0.0.1").
+            ip = ipaddress.ip_address(socket.inet_aton(host))
+        except OSError:
+            return True
     return ip.is_global
 
 
@@ -97,8 +103,12 @@ class WebPushSender:
 
     async def send(self, *, endpoint: str, p256dh: str, auth: str, payload: dict, ttl: int,
                    urgency: str = "high") -> PushResult:
-        body = WebPusher({"endpoint": endpoint, "keys": {"p256dh": p256dh, "auth": auth}}).encode(
-            json.dumps(payload, separators=(",", ":")).encode(), "aes128gcm")["body"]
+        try:
+            body = WebPusher({"endpoint": endpoint, "keys": {"p256dh": p256dh, "auth": auth}}).encode(
+                json.dumps(payload, separators=(",", ":")).encode(), "aes128gcm")["body"]
+        except (ValueError, TypeError, LookupError, WebPushException):
+            # Not a P-256 point or not base64: no retry can fix that, so do not hold up the SMS fallback.
+            return PushResult(0, unusable=True)
         url = urlparse(endpoint)
         # Fresh claims for each endpoint: pywebpush/py_vapid write `aud` into the dict they are given.
         claims = {"sub": self.subject, "aud": f"{url.scheme}://{url.netloc}", "exp": int(time.time()) + 12 * 3600}

@@ -3,6 +3,7 @@ timeout and a fall back to great-circle order when it is slow or down."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import httpx
@@ -22,7 +23,11 @@ class OsrmRouting:
         coords = ";".join(f"{lon:.6f},{lat:.6f}" for lat, lon in [origin, *points])
         url = f"{self.base_url}/table/v1/driving/{coords}"
         sources = ";".join(str(i) for i in range(1, len(points) + 1))
-        response = await self.client.get(url, params={"sources": sources, "destinations": "0"}, timeout=self.timeout)
+        # httpx's timeout bounds each read, not the whole answer: a server that trickles bytes would hold
+        # dispatch (and, on SQLite, the write lock of the help request) for as long as it liked.
+        async with asyncio.timeout(self.timeout):
+            response = await self.client.get(url, params={"sources": sources, "destinations": "0"},
+                                             timeout=self.timeout)
         response.raise_for_status()
         data = response.json()
         if data.get("code") != "Ok":
@@ -34,7 +39,7 @@ class OsrmRouting:
         head, tail = candidates[: self.top], candidates[self.top:]
         try:
             seconds = await self.durations((lat, lon), [c.team.position(now, stale_after)[:2] for c in head])
-        except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError) as exc:
+        except (httpx.HTTPError, TimeoutError, ValueError, KeyError, IndexError, TypeError) as exc:
             log.warning("routing unavailable (%s); keeping great-circle order", type(exc).__name__)
             return candidates
         for candidate, eta in zip(head, seconds):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from crisis import services as crisis
 from crisis.models import Incident, IncidentStatus, Offer, OfferStatus, PushSubscription, TeamMember
@@ -32,21 +32,27 @@ async def send_push(session, svc, payload: dict):
     sub = await session.get(PushSubscription, payload["subscription"])
     if sub is None:
         return []
+    sub_id, target = sub.id, {"endpoint": sub.endpoint, "p256dh": sub.p256dh, "auth": sub.auth}
+    # End the read before calling out: on SQLite a transaction holds the one write lock, and a slow push
+    # service must not keep new help requests (or answers to offers) waiting. Nothing was written yet.
+    await session.rollback()
     # The message must outlive the acknowledgement window on a phone that is briefly offline.
     ttl = max(svc.settings.ack_timeout_seconds, 60)
-    result = await svc.extras["push"].send(endpoint=sub.endpoint, p256dh=sub.p256dh, auth=sub.auth,
-                                           payload=payload["message"], ttl=ttl, urgency="high")
-    if result.ok:
-        sub.last_success_at, sub.failures = utcnow(), 0
-        session.add(sub)
-        return []
-    if result.gone:
-        await session.delete(sub)
-    elif result.retry:
+    result = await svc.extras["push"].send(**target, payload=payload["message"], ttl=ttl, urgency="high")
+    if result.retry:
         raise PushRetry(f"push service answered {result.status}")
-    else:
-        sub.failures += 1
-        session.add(sub)
+    sub = await session.get(PushSubscription, sub_id)
+    if result.ok:
+        if sub is not None:
+            sub.last_success_at, sub.failures = utcnow(), 0
+            session.add(sub)
+        return []
+    if sub is not None:
+        if result.gone:
+            await session.delete(sub)
+        else:
+            sub.failures += 1
+            session.add(sub)
     # Push failed for good on this device: do not wait for half the window before the SMS.
     if offer_id is not None:
         await session.execute(
@@ -66,24 +72,28 @@ async def send_offer_sms(session, svc, payload: dict):
     rows = (await session.execute(select(TeamMember, User).join(User, User.id == TeamMember.user_id)
                                   .where(TeamMember.team_id == offer.team_id))).all()
     link = svc.settings.base_url.rstrip("/") + "/crisis/team"
-    sent = 0
+    texts = []
     for member, user in rows:
         phone = svc.vault.decrypt(member.phone_enc)
         if not phone:
             continue
         token = i18n.set_language(user.language or svc.settings.default_language)
         try:
-            body = i18n.gettext("Sangha: your team is needed now. Open the team app to answer: %(link)s", link=link)
+            texts.append((phone, i18n.gettext(
+                "Sangha: your team is needed now. Open the team app to answer: %(link)s", link=link)))
         finally:
             i18n._current.reset(token)
+    offer_id = offer.id
+    # As for push: no transaction (on SQLite, the write lock) is held while the SMS provider answers.
+    await session.rollback()
+    for phone, body in texts:
         try:
             await svc.sms.send(to=phone, body=body)
-            sent += 1
         except SmsError as exc:
             if exc.retry:
                 raise
-    offer.sms_sent_at = utcnow()
-    session.add(offer)
+    await session.execute(update(Offer).where(Offer.id == offer_id, Offer.sms_sent_at.is_(None))
+                          .values(sms_sent_at=utcnow()))
     return []
 
 

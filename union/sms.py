@@ -46,7 +46,11 @@ class HttpSmsSender:
         if response.status_code >= 400:
             raise SmsError(f"SMS provider answered {response.status_code}",
                            retry=response.status_code == 429 or response.status_code >= 500)
-        return str(response.json().get("sid", ""))
+        try:
+            return str(response.json().get("sid", ""))
+        except (ValueError, AttributeError):
+            # Accepted is accepted: raising here would send the same text again on retry.
+            return ""
 
 
 @dataclass
