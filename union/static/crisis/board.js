@@ -10,6 +10,11 @@
   setInterval(tick, 1000);
   var board = document.getElementById("board");
   if (!board) return;
+  // The page's own (translated) names for kinds and statuses; the API sends codes.
+  function names(attr) {
+    try { return JSON.parse(board.getAttribute(attr) || "{}"); } catch (e) { return {}; }
+  }
+  var kinds = names("data-kinds"), labels = names("data-labels");
   function text(tag, value, cls) {
     var el = document.createElement(tag);
     if (cls) el.className = cls;
@@ -31,9 +36,9 @@
           var a = document.createElement("a");
           a.href = "/crisis/incidents/" + i.id;
           a.appendChild(text("strong", i.reference));
-          a.appendChild(document.createTextNode(" " + i.kind + " · " + (i.area || "—") + " · " + (i.branch || "")));
+          a.appendChild(document.createTextNode(" " + (kinds[i.kind] || i.kind) + " · " + (i.area || "—") + " · " + (i.branch || "")));
           li.appendChild(a);
-          li.appendChild(text("span", i.status, "badge status-" + i.status));
+          li.appendChild(text("span", labels[i.status] || i.status, "badge status-" + i.status));
           i.offers.forEach(function (o) {
             var badge = text("span", o.team + ": " + o.status + " ", "badge offer");
             if (o.seconds_left !== null) {
