@@ -14,6 +14,7 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -248,4 +249,5 @@ async def make_token(services):
 
 def run_cli(*args: str, env: dict | None = None, input: str | None = None) -> subprocess.CompletedProcess:
     full_env = {**os.environ, **(env or {})}
-    return subprocess.run(["union", *args], capture_output=True, text=True, env=full_env, input=input, timeout=300)
+    # The `union` of this interpreter's environment, whether or not its bin folder is on PATH.
+    return subprocess.run([str(Path(sys.executable).parent / "union"), *args], capture_output=True, text=True, env=full_env, input=input, timeout=300)

@@ -65,6 +65,18 @@ async def record(session: AsyncSession, *, action: str, actor=None, target_type:
     return event
 
 
+async def _first_unreadable(session: AsyncSession, *, after: int, within: int) -> int:
+    """The first event after `after` whose stored values do not load (it lies within the failed batch)."""
+    ids = list((await session.execute(select(AuditEvent.id).where(AuditEvent.id > after)
+                                      .order_by(AuditEvent.id).limit(within))).scalars())
+    for event_id in ids:
+        try:
+            (await session.execute(select(AuditEvent).where(AuditEvent.id == event_id))).scalar_one()
+        except (ValueError, TypeError):
+            return event_id
+    return ids[0] if ids else after + 1  # never report an unreadable chain as intact
+
+
 @dataclass
 class ChainReport:
     checked: int
@@ -81,8 +93,19 @@ async def verify_chain(session: AsyncSession, *, progress=None) -> ChainReport:
     prev = GENESIS
     checked = 0
     last_id = 0
-    result = await session.stream(select(AuditEvent).order_by(AuditEvent.id).execution_options(yield_per=2000))
-    async for (event,) in result:
+    batch = 2000
+    result = await session.stream(select(AuditEvent).order_by(AuditEvent.id).execution_options(yield_per=batch))
+    events = aiter(result)
+    while True:
+        try:
+            (event,) = await anext(events)
+        except StopAsyncIteration:
+            break
+        except (ValueError, TypeError):
+            # A stored value no longer parses (e.g. a timestamp overwritten on SQLite): still name the event.
+            await result.close()
+            return ChainReport(checked, await _first_unreadable(session, after=last_id, within=batch),
+                               "a stored value cannot be read (the event was altered)")
         if event.prev_hash != prev:
             return ChainReport(checked, event.id, "previous-hash link broken (an event before it was removed or altered)")
         expected = event_hash(prev_hash=event.prev_hash, at=event.at, actor_user_id=event.actor_user_id,

@@ -61,6 +61,7 @@ def _clean(data: NewMember) -> NewMember:
             raise InvalidInput(_("Please give the date of birth as YYYY-MM-DD."), field="date_of_birth") from None
         if not dt.date(1900, 1, 1) <= born <= dt.date.today():
             raise InvalidInput(_("Please give the date of birth as YYYY-MM-DD."), field="date_of_birth")
+        dob = born.isoformat()  # one stored form, whatever ISO variant was sent (19900417, 1990-W16-2)
     pin = (data.pin or "").strip() or None
     if pin and not (pin.isdigit() and 4 <= len(pin) <= 8):
         raise InvalidInput(_("A PIN is 4 to 8 digits."), field="pin")

@@ -3,6 +3,8 @@ domain declares beside its routes (route name -> operation)."""
 
 from __future__ import annotations
 
+import re
+
 from starlette.routing import Route
 
 ERROR = {"type": "object", "required": ["error", "message"],
@@ -22,7 +24,8 @@ def build(routes: list[Route], docs: dict[str, dict], *, title: str, version: st
             operation.setdefault("responses", {"200": {"description": "OK"}})
             operation["responses"].setdefault("default", {"description": "Error",
                                                           "content": {"application/json": {"schema": ERROR}}})
-            paths.setdefault(route.path, {})[method.lower()] = operation
+            # OpenAPI path templates have no Starlette convertors: {team_id:int} -> {team_id}.
+            paths.setdefault(re.sub(r"{(\w+):\w+}", r"{\1}", route.path), {})[method.lower()] = operation
     return {
         "openapi": "3.1.0",
         "info": {"title": title, "version": version},
