@@ -125,18 +125,26 @@ def cmd_tokens_create(settings: Settings, args) -> int:
 
 
 def cmd_audit_verify(settings: Settings, args) -> int:
+    from dues.ledger import verify_ledger_chain
     from union.audit import verify_chain
 
     async def run(services):
+        async with services.reader() as session:
+            books = await verify_ledger_chain(session, progress=lambda n: _say(f"  checked {n} ledger entries…"))
         async with services.sessions() as session:
-            return await verify_chain(session, progress=lambda n: _say(f"  checked {n} audit events…"))
+            log = await verify_chain(session, progress=lambda n: _say(f"  checked {n} audit events…"))
+        return books, log
 
-    report = asyncio.run(_with_services(settings, run))
-    if report.intact:
-        _say(f"Audit log intact: {report.checked} events checked.")
-        return 0
-    _say(f"Audit log BROKEN at event {report.broken_id}: {report.reason}.")
-    return 1
+    books, log = asyncio.run(_with_services(settings, run))
+    if books.intact:
+        _say(f"Ledger intact: {books.checked} entries checked.")
+    else:
+        _say(f"Ledger BROKEN at entry {books.broken_entry_id or '-'} (seq {books.broken_seq or '-'}): {books.reason}.")
+    if log.intact:
+        _say(f"Audit log intact: {log.checked} events checked.")
+    else:
+        _say(f"Audit log BROKEN at event {log.broken_id}: {log.reason}.")
+    return 0 if books.intact and log.intact else 1
 
 
 def cmd_keys_rotate(settings: Settings, args) -> int:

@@ -4,6 +4,7 @@ migrations and key rotation) and its service clients. The web app, the CLI and
 the arq worker import it; nothing else needs to."""
 
 import crisis.models  # noqa: F401
+import dues.models  # noqa: F401
 import crisis.tasks  # noqa: F401
 import crisis.wiring  # noqa: F401
 import crisis.demo  # noqa: F401
