@@ -15,7 +15,7 @@ import datetime as dt
 import uuid
 from enum import StrEnum
 
-from sqlalchemy import BigInteger, CheckConstraint, Column, ForeignKey, String
+from sqlalchemy import BigInteger, CheckConstraint, Column, ForeignKey, String, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from dues.money import DEFAULT_CURRENCY
@@ -102,3 +102,60 @@ class LedgerHead(SQLModel, table=True):
     id: int = Field(default=1, primary_key=True)
     last_seq: int = Field(default=0)
     last_hash: str = Field(max_length=64)
+
+
+# ---------------------------------------------------------------- dues plans and cash payments
+
+
+class DuesPlan(SQLModel, table=True):
+    """A monthly fee plan ("standard", "concessional"). Migration 0004 seeds both."""
+
+    __tablename__ = "dues_plan"
+    id: int | None = Field(default=None, primary_key=True)
+    code: str = Field(max_length=32, unique=True, index=True)
+    name: str = Field(max_length=120)
+
+
+class DuesRate(SQLModel, table=True):
+    """The monthly amount of a plan from `effective_from` on; a rate change is a new row,
+    so the months before it keep the rate that was in force then."""
+
+    __tablename__ = "dues_rate"
+    __table_args__ = (UniqueConstraint("plan_id", "effective_from", name="uq_dues_rate_plan_from"),
+                      CheckConstraint("monthly_minor >= 0", name="ck_dues_rate_nonnegative"))
+    id: int | None = Field(default=None, primary_key=True)
+    plan_id: int = Field(foreign_key="dues_plan.id", index=True)
+    monthly_minor: int = Field(sa_column=Column(BigInteger, nullable=False))
+    currency: str = Field(default=DEFAULT_CURRENCY, max_length=3)
+    effective_from: dt.date
+
+
+class DuesAccount(SQLModel, table=True):
+    """A member's dues arrangement. Optional: a member without one is on the standard plan
+    and not exempt, so enrolment (union/) needs to know nothing about dues."""
+
+    __tablename__ = "dues_account"
+    id: int | None = Field(default=None, primary_key=True)
+    member_id: int = Field(foreign_key="member.id", unique=True)
+    plan_id: int = Field(foreign_key="dues_plan.id")
+    exempt: bool = Field(default=False)
+    exempt_reason: str = Field(default="", max_length=500)
+    updated_at: dt.datetime = Field(default_factory=utcnow)
+
+
+class CashPayment(SQLModel, table=True):
+    """Cash a collector took from a member, with the ledger entry that booked it. The receipt
+    number is unique within the collector's receipt book."""
+
+    __tablename__ = "cash_payment"
+    __table_args__ = (UniqueConstraint("collector_user_id", "receipt_no", name="uq_cash_payment_receipt"),
+                      CheckConstraint("amount_minor > 0", name="ck_cash_payment_positive"))
+    id: int | None = Field(default=None, primary_key=True)
+    member_id: int = Field(foreign_key="member.id", index=True)
+    collector_user_id: int = Field(foreign_key="user_account.id", index=True)
+    amount_minor: int = Field(sa_column=Column(BigInteger, nullable=False))
+    currency: str = Field(default=DEFAULT_CURRENCY, max_length=3)
+    months: int | None = Field(default=None)
+    receipt_no: str = Field(max_length=40)
+    entry_id: str = Field(foreign_key="journal_entry.id", max_length=36, unique=True)
+    created_at: dt.datetime = Field(default_factory=utcnow)

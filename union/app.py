@@ -17,6 +17,7 @@ from starlette.staticfiles import StaticFiles
 import workers.registry  # noqa: F401 - registers every domain's due-work handlers
 from union import routes as r
 from crisis.api_docs import API_DOCS as CRISIS_API_DOCS
+from dues.api_docs import API_DOCS as DUES_API_DOCS
 from union.api_docs import API_DOCS
 from union.errors import UnionError
 from union.openapi import build as build_openapi
@@ -55,6 +56,7 @@ def route_table() -> list[tuple[str, object, list[str], str]]:
         ("/api/members/{member_no}", r.api_get_member, GET, "api.members.get"),
     ]
     table += crisis_routes()
+    table += dues_routes()
     for role in ("member", "collector", "welfare_officer", "dispatcher", "crisis_responder", "treasurer",
                  "office_bearer"):
         table.append((f"/home/{role}", r._role_home(role), GET, f"home.{role}"))
@@ -102,6 +104,18 @@ def crisis_routes() -> list[tuple[str, object, list[str], str]]:
     ]
 
 
+def dues_routes() -> list[tuple[str, object, list[str], str]]:
+    from dues import routes as d
+
+    return [
+        ("/dues/collect", d.collect, BOTH, "dues.collect"),
+        ("/dues/receipts/{receipt_id:int}", d.receipt, GET, "dues.receipt"),
+        ("/dues/me", d.my_dues, GET, "dues.me"),
+        ("/api/dues/payments", d.api_record_payment, POST, "api.dues.payments.create"),
+        ("/api/members/{member_no}/standing", d.api_standing, GET, "api.members.standing"),
+    ]
+
+
 def build_routes() -> list:
     routes = []
     for path, endpoint, methods, name in route_table():
@@ -139,5 +153,5 @@ def create_app(settings: Settings | None = None, *, services=None) -> Starlette:
         exception_handlers={HTTPException: http_exception_handler, UnionError: union_error_handler},
         lifespan=lifespan,
     )
-    app.state.openapi = build_openapi(routes, {**API_DOCS, **CRISIS_API_DOCS}, title="Union platform API", version="1")
+    app.state.openapi = build_openapi(routes, {**API_DOCS, **CRISIS_API_DOCS, **DUES_API_DOCS}, title="Union platform API", version="1")
     return app

@@ -116,6 +116,12 @@ RULES: dict[str, Rule] = {
     "api.crisis.incidents.note": roles(Role.crisis_responder, Role.dispatcher),
     "api.push.subscribe": LOGGED_IN,
     "api.push.unsubscribe": LOGGED_IN,
+    # Dues
+    "dues.collect": roles(Role.collector),
+    "dues.receipt": roles(Role.collector, Role.member, Role.office_bearer, Role.treasurer),
+    "dues.me": roles(Role.member),
+    "api.dues.payments.create": roles(Role.collector),
+    "api.members.standing": Rule(roles=MEMBER_STAFF | {Role.member}),
 }
 
 

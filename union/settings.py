@@ -56,6 +56,7 @@ class Settings(BaseSettings):
     sweep_interval_seconds: float = 5.0
     default_language: str = "en"
     default_currency: str = "INR"
+    grace_months: int = Field(default=2, ge=0, description="Months a member may be behind on dues and still be in grace (not lapsed).")
     quick_exit_url: str = "https://www.google.com/search?q=weather"
     log_level: str = "INFO"
     base_url: str = Field(default="http://127.0.0.1:8000", description="Public address, used in SMS links and VAPID claims.")
