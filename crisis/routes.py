@@ -119,7 +119,11 @@ def _intake_from_json(data: dict, source: str) -> crisis.Intake:
 
 
 async def api_create_incident(request: Request) -> Response:
-    data = await read_json(request)
+    try:
+        data = await read_json(request)
+    except InvalidInput as exc:  # not JSON, or not an object: say which part is wrong, like every other answer here
+        exc.field = exc.field or "body"
+        raise
     svc = services(request)
     try:
         intake = _intake_from_json(data, "api")
@@ -139,7 +143,7 @@ async def api_create_incident(request: Request) -> Response:
 
 
 async def api_incident_status(request: Request) -> Response:
-    async with services(request).sessions() as session:
+    async with services(request).reader() as session:
         incident = await crisis.incident_for_caller(session, reference=request.path_params["reference"],
                                                     token=request.query_params.get("token", ""))
     return JSONResponse(incident_public(incident))
@@ -272,13 +276,13 @@ async def board_data(session, principal) -> dict:
 
 
 async def board(request: Request) -> Response:
-    async with services(request).sessions() as session:
+    async with services(request).reader() as session:
         data = await board_data(session, request.state.principal)
     return render(request, "crisis/board.html", {"board": data, "kinds": kind_labels(), "labels": status_labels()})
 
 
 async def api_board(request: Request) -> Response:
-    async with services(request).sessions() as session:
+    async with services(request).reader() as session:
         return JSONResponse(await board_data(session, request.state.principal))
 
 
@@ -416,7 +420,7 @@ async def api_offer(request: Request) -> Response:
 
 
 async def offer_page(request: Request) -> Response:
-    async with services(request).sessions() as session:
+    async with services(request).reader() as session:
         offer, incident = await crisis._load_offer(session, int(request.path_params["offer_id"]), request.state.principal)
     return render(request, "crisis/offer.html", {"offer": offer, "incident": incident, "kinds": kind_labels(),
                                                  "seconds_left": max(0, int((offer.deadline_at - utcnow()).total_seconds()))})
@@ -431,7 +435,7 @@ async def my_teams(session, user_id: int) -> list[Team]:
 
 async def team_app(request: Request) -> Response:
     principal = request.state.principal
-    async with services(request).sessions() as session:
+    async with services(request).reader() as session:
         teams = await my_teams(session, principal.user.id)
         team_ids = [t.id for t in teams] or [-1]
         offers = list((await session.execute(select(Offer, Incident).join(Incident, Incident.id == Offer.incident_id)
@@ -445,7 +449,7 @@ async def team_app(request: Request) -> Response:
 
 
 async def api_my_offers(request: Request) -> Response:
-    async with services(request).sessions() as session:
+    async with services(request).reader() as session:
         teams = await my_teams(session, request.state.principal.user.id)
         rows = (await session.execute(select(Offer, Incident).join(Incident, Incident.id == Offer.incident_id)
                                       .where(Offer.team_id.in_([t.id for t in teams] or [-1]),
@@ -520,7 +524,7 @@ async def api_create_team(request: Request) -> Response:
 
 
 async def api_teams(request: Request) -> Response:
-    async with services(request).sessions() as session:
+    async with services(request).reader() as session:
         teams = list((await session.execute(select(Team).order_by(Team.name))).scalars())
         codes = dict((await session.execute(select(Branch.id, Branch.code))).all())
     return JSONResponse({"teams": [team_json(t, codes.get(t.branch_id)) for t in teams]})
@@ -597,6 +601,17 @@ async def _verified_params(request: Request) -> dict[str, str] | None:
     return params
 
 
+def _caller_number(raw: str | None) -> str | None:
+    """The caller's number, or None when it is withheld ("anonymous", "private", "+266696687"...):
+    a call or message from a hidden number must still become an incident."""
+    from union.crypto import normalise_phone
+
+    try:
+        return normalise_phone(raw) if raw else None
+    except ValueError:
+        return None
+
+
 async def twilio_sms(request: Request) -> Response:
     params = await _verified_params(request)
     if params is None:
@@ -609,7 +624,7 @@ async def twilio_sms(request: Request) -> Response:
     svc = services(request)
     # The language is unknown from an SMS; most callers speak Kannada and the dispatcher calls back.
     intake = crisis.Intake(kind=IncidentKind.other, language="kn", area=area or None,
-                           callback_phone=params.get("From"), source="sms")
+                           callback_phone=_caller_number(params.get("From")), source="sms")
     async with svc.sessions() as session:
         incident, _token, works = await crisis.create_incident(session, svc, intake=intake)
         await _commit_and_nudge(request, session, works)
@@ -621,7 +636,8 @@ async def twilio_voice(request: Request) -> Response:
     if params is None:
         return Response("invalid signature", status_code=403)
     svc = services(request)
-    intake = crisis.Intake(kind=IncidentKind.other, language="kn", callback_phone=params.get("From"), source="voice")
+    intake = crisis.Intake(kind=IncidentKind.other, language="kn", callback_phone=_caller_number(params.get("From")),
+                           source="voice")
     async with svc.sessions() as session:
         incident, _token, works = await crisis.create_incident(session, svc, intake=intake)
         await _commit_and_nudge(request, session, works)

@@ -218,10 +218,11 @@ async def _push_to_users(session: AsyncSession, user_ids: list[int], message: di
 
 
 async def _offer(session: AsyncSession, svc, incident: Incident, team_id: int, *, now: dt.datetime,
-                 distance_km: float | None, broadcast: bool = False) -> list[DueWork]:
+                 distance_km: float | None, broadcast: bool = False, eta_seconds: int | None = None) -> list[DueWork]:
     ack = svc.settings.ack_timeout_seconds
     offer = Offer(incident_id=incident.id, team_id=team_id, created_at=now, deadline_at=now + dt.timedelta(seconds=ack),
-                  distance_km=round(distance_km, 2) if distance_km is not None else None, broadcast=broadcast)
+                  distance_km=round(distance_km, 2) if distance_km is not None else None, eta_seconds=eta_seconds,
+                  broadcast=broadcast)
     session.add(offer)
     await session.flush()
     members = await team_member_ids(session, team_id)
@@ -244,6 +245,9 @@ async def _offer(session: AsyncSession, svc, incident: Incident, team_id: int, *
 
 async def dispatch(session: AsyncSession, svc, incident: Incident, *, now: dt.datetime) -> list[DueWork]:
     """Offer the incident to as many teams as it still needs, or escalate."""
+    # A retry of dispatch must not offer the incident while a team is accepting it.
+    await session.flush()
+    await _lock_incident(session, incident.id)
     offers = list((await session.execute(select(Offer).where(Offer.incident_id == incident.id))).scalars())
     live = [o for o in offers if o.status in (OfferStatus.pending, OfferStatus.accepted) and not o.broadcast]
     accepted = [o for o in offers if o.status == OfferStatus.accepted]
@@ -264,10 +268,11 @@ async def dispatch(session: AsyncSession, svc, incident: Incident, *, now: dt.da
         if await _reserve(session, candidate.team.id, incident.id):
             chosen.append(candidate.team.id)
             works += await _offer(session, svc, incident, candidate.team.id, now=now,
-                                  distance_km=candidate.distance_km)
+                                  distance_km=candidate.distance_km, eta_seconds=candidate.eta_seconds)
         else:
             lost.append({"team": candidate.team.id, "name": candidate.team.name, "km": round(candidate.distance_km, 2),
                          "reason": "reserved by another incident a moment ago"})
+    lost += _passed_for_travel_time(ranking, chosen, {p["team"] for p in lost})
     detail = {"step": ranking.step, "chosen": chosen, "passed_over": ranking.passed_over + lost,
               "needed": need, "language": incident.language, "skills": sorted(KIND_SKILLS.get(incident.kind, ()))}
     session.add(DispatchDecision(incident_id=incident.id, at=now, chosen_team_id=chosen[0] if chosen else None,
@@ -278,6 +283,27 @@ async def dispatch(session: AsyncSession, svc, incident: Incident, *, now: dt.da
     return works
 
 
+def _passed_for_travel_time(ranking: Ranking, chosen: list[int], listed: set[int]) -> list[dict]:
+    """Nearer candidates that the routing provider put behind a chosen team (a longer drive, or no route)."""
+    picked = [c for c in ranking.ordered if c.team.id in chosen]
+    if not picked:
+        return []
+    farthest = max(c.distance_km for c in picked)
+    fastest = min((c.eta_seconds for c in picked if c.eta_seconds is not None), default=None)
+    passed = []
+    for c in ranking.ordered:
+        if c.team.id in chosen or c.team.id in listed or c.distance_km >= farthest:
+            continue
+        if c.eta_seconds is None:
+            reason = "no road route found"
+        elif fastest is not None:
+            reason = f"longer drive ({round(c.eta_seconds / 60)} min against {round(fastest / 60)} min)"
+        else:
+            reason = "longer drive"
+        passed.append({"team": c.team.id, "name": c.team.name, "km": round(c.distance_km, 2), "reason": reason})
+    return passed
+
+
 async def escalate(session: AsyncSession, svc, incident: Incident, *, now: dt.datetime, reason: str) -> list[DueWork]:
     """Alert the on-duty dispatchers and broadcast to every available team within the escalation radius."""
     if incident.status == IncidentStatus.escalated or incident.status not in OPEN_STATUSES:
@@ -286,17 +312,24 @@ async def escalate(session: AsyncSession, svc, incident: Incident, *, now: dt.da
         incident.status = IncidentStatus.escalated
     incident.escalated_at = incident.escalated_at or now
     session.add(incident)
+    # An incident with no branch (an SMS or call naming no known place) concerns every dispatcher:
+    # alerting only the all-branch ones could alert nobody.
+    in_branch = (or_(RoleGrant.branch_id.is_(None), RoleGrant.branch_id == incident.branch_id)
+                 if incident.branch_id is not None else True)
     dispatcher_ids = list((await session.execute(
         select(RoleGrant.user_id).join(User, User.id == RoleGrant.user_id)
-        .where(RoleGrant.role == Role.dispatcher, User.is_active.is_(True),
-               or_(RoleGrant.branch_id.is_(None), RoleGrant.branch_id == incident.branch_id)))).scalars())
+        .where(RoleGrant.role == Role.dispatcher, User.is_active.is_(True), in_branch))).scalars())
     works = await _push_to_users(session, sorted(set(dispatcher_ids)), {"type": "escalation", "incident": incident.id},
                                  key=f"push:escalation:{incident.id}")
     broadcast_to: list[int] = []
     point = incident_point(svc, incident)
     if point is not None:
         radius = svc.settings.escalation_radius_km
-        already = set((await session.execute(select(Offer.team_id).where(Offer.incident_id == incident.id))).scalars())
+        # Teams whose offer lapsed are asked again: an escalation goes to every available team nearby,
+        # and a phone that missed one alert may well answer the next. Only a team that declined, or
+        # already holds an offer for this incident, is left out.
+        already = set((await session.execute(select(Offer.team_id).where(
+            Offer.incident_id == incident.id, Offer.status != OfferStatus.lapsed))).scalars())
         for team in await teams_near(session, point[0], point[1], radius):
             t_lat, t_lon, _ = team.position(now, dt.timedelta(seconds=svc.settings.location_stale_seconds))
             if (team.status == TeamStatus.available and team.id not in already
@@ -332,6 +365,17 @@ async def _load_offer(session: AsyncSession, offer_id: int, principal: Principal
     return offer, await session.get(Incident, offer.incident_id)
 
 
+async def _lock_incident(session: AsyncSession, incident_id: int) -> Incident:
+    """Changes to one incident's offers take turns: lock its row before touching its offers or teams.
+
+    On PostgreSQL two teams accepting at once otherwise lock each other's offers (withdrawing
+    them) in opposite orders and deadlock; after the lock the second sees the first's outcome.
+    SQLite's BEGIN IMMEDIATE already lets one writer in at a time (FOR UPDATE is not emitted there).
+    """
+    return (await session.execute(select(Incident).where(Incident.id == incident_id).with_for_update()
+                                  .execution_options(populate_existing=True))).scalar_one()
+
+
 def _closed_message(status: str) -> str:
     return {
         OfferStatus.accepted: _("This offer was already accepted."),
@@ -345,12 +389,19 @@ async def accept_offer(session: AsyncSession, svc, *, offer_id: int, principal: 
                        now: dt.datetime | None = None) -> tuple[Offer, Incident, list[DueWork]]:
     now = now or utcnow()
     offer, incident = await _load_offer(session, offer_id, principal)
+    incident = await _lock_incident(session, incident.id)
+    await session.refresh(offer)  # another answer may have changed it while we waited for the lock
     if offer.status != OfferStatus.pending:
         raise OfferClosed(_closed_message(offer.status))
     if not offer.broadcast and now >= offer.deadline_at:
         raise OfferClosed(_closed_message(OfferStatus.lapsed))
     if incident.status not in OPEN_STATUSES:
         raise OfferClosed(_("This incident is already closed."))
+    # Recorded before any team row is locked: incident intake takes the audit log's head and then
+    # team rows, so taking them in the other order here could deadlock with it on PostgreSQL.
+    # A refusal below rolls the record back with everything else.
+    await audit.record(session, action="offer.accept", actor=principal.user, target_type="offer", target_id=offer.id,
+                       detail={"incident": incident.reference, "team": offer.team_id})
     if offer.broadcast:
         if not await _reserve(session, offer.team_id, incident.id, to=TeamStatus.busy):
             raise OfferClosed(_("Your team is busy with another incident."))
@@ -370,8 +421,6 @@ async def accept_offer(session: AsyncSession, svc, *, offer_id: int, principal: 
         Offer.incident_id == incident.id, Offer.status == OfferStatus.accepted))).scalar_one()
     if accepted >= incident.teams_needed:
         await _withdraw_pending(session, incident, now=now)
-    await audit.record(session, action="offer.accept", actor=principal.user, target_type="offer", target_id=offer.id,
-                       detail={"incident": incident.reference, "team": offer.team_id})
     await session.flush()
     await session.refresh(offer)
     return offer, incident, []
@@ -404,6 +453,8 @@ async def decline_offer(session: AsyncSession, svc, *, offer_id: int, principal:
                         now: dt.datetime | None = None) -> tuple[Offer, list[DueWork]]:
     now = now or utcnow()
     offer, incident = await _load_offer(session, offer_id, principal)
+    incident = await _lock_incident(session, incident.id)
+    await session.refresh(offer)
     declined = await session.execute(update(Offer).where(Offer.id == offer.id, Offer.status == OfferStatus.pending)
                                      .values(status=OfferStatus.declined, answered_at=now,
                                              answered_by_user_id=principal.user.id))
@@ -424,12 +475,16 @@ async def lapse_offer(session: AsyncSession, svc, *, offer_id: int, now: dt.date
     offer = await session.get(Offer, offer_id)
     if offer is None or offer.status != OfferStatus.pending:
         return []
+    incident = await _lock_incident(session, offer.incident_id)
     lapsed = await session.execute(update(Offer).where(
         Offer.id == offer.id, Offer.status == OfferStatus.pending, Offer.deadline_at <= now)
         .values(status=OfferStatus.lapsed, answered_at=now))
     if lapsed.rowcount != 1:
         return []
-    incident = await session.get(Incident, offer.incident_id)
+    # Recorded before the team row is touched: the audit log's head is always locked before team rows
+    # (see accept_offer), and an escalation after this miss appends to the log.
+    await audit.record(session, action="offer.lapse", target_type="offer", target_id=offer.id,
+                       detail={"incident": incident.reference, "team": offer.team_id})
     await _release(session, offer.team_id, incident.id)
     return await _after_miss(session, svc, incident, now=now)
 
@@ -474,6 +529,7 @@ async def advance(session: AsyncSession, svc, *, incident_id: int, status: str, 
                   now: dt.datetime | None = None) -> tuple[Incident, list[DueWork]]:
     now = now or utcnow()
     incident = await get_incident(session, incident_id)
+    incident = await _lock_incident(session, incident.id)
     if not await can_work_on(session, principal, incident):
         raise NotYourTeam(_("Only the team on this incident or a dispatcher can change it."))
     if status == IncidentStatus.cancelled:
@@ -483,14 +539,15 @@ async def advance(session: AsyncSession, svc, *, incident_id: int, status: str, 
             raise NotYourTeam(_("Only a dispatcher can cancel an incident."))
     elif status not in NEXT_STEPS.get(incident.status, set()):
         raise BadTransition(_("An incident cannot go from %(a)s to %(b)s.", a=incident.status, b=status))
+    # Audit first: the audit log's head is always locked before team rows (see accept_offer).
+    await audit.record(session, action=f"incident.{status}", actor=principal.user, target_type="incident",
+                       target_id=incident.reference)
     incident.status = status
     setattr(incident, STEP_TIME[status], now)
     session.add(incident)
     works: list[DueWork] = []
     if status in (IncidentStatus.resolved, IncidentStatus.cancelled):
         works = await close_incident(session, svc, incident, now=now)
-    await audit.record(session, action=f"incident.{status}", actor=principal.user, target_type="incident",
-                       target_id=incident.reference)
     await session.flush()
     return incident, works
 
@@ -513,13 +570,14 @@ async def cancel_by_caller(session: AsyncSession, svc, *, reference: str, token:
                            now: dt.datetime | None = None) -> tuple[Incident, list[DueWork]]:
     now = now or utcnow()
     incident = await incident_for_caller(session, reference=reference, token=token)
+    incident = await _lock_incident(session, incident.id)
     if incident.status not in OPEN_STATUSES:
         raise BadTransition(_("This incident is already closed."))
+    await audit.record(session, action="incident.cancelled_by_caller", target_type="incident", target_id=incident.reference)
     incident.status = IncidentStatus.cancelled
     incident.cancelled_at = now
     session.add(incident)
     works = await close_incident(session, svc, incident, now=now)
-    await audit.record(session, action="incident.cancelled_by_caller", target_type="incident", target_id=incident.reference)
     return incident, works
 
 
@@ -653,12 +711,13 @@ async def set_availability(session: AsyncSession, *, team_id: int, status: str, 
     team = await _team_for_update(session, team_id, principal)
     if team.status == status:
         return team
+    # Audit first: the audit log's head is always locked before team rows (see accept_offer).
+    await audit.record(session, action="team.availability", actor=principal.user, target_type="team",
+                       target_id=team.id, detail={"status": status})
     changed = await session.execute(update(Team).where(
         Team.id == team.id, Team.status.in_([TeamStatus.available, TeamStatus.off_duty])).values(status=status))
     if changed.rowcount != 1:
         raise BadTransition(_("Your team has an incident open: answer or finish it first."))
-    await audit.record(session, action="team.availability", actor=principal.user, target_type="team",
-                       target_id=team.id, detail={"status": status})
     await session.flush()
     await session.refresh(team)
     return team

@@ -86,9 +86,6 @@ async def test_farther_team_with_the_shorter_drive_is_offered_first(teams, servi
     assert request.query["destinations"] == ["0"] and request.query["sources"] == ["1;2"]
 
 
-@pytest.mark.xfail(strict=True, reason="crisis/services.py records passed-over teams from the distance ranking only: "
-                                       "a nearer team passed over for a longer drive gets no reason "
-                                       "(fix described in the report)")
 async def test_the_decision_says_why_the_nearer_team_was_passed_over(teams, services, make_web):
     await call_for_help(make_web)
     async with services.sessions() as db:

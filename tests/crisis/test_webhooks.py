@@ -189,9 +189,6 @@ async def test_forged_call_is_refused(client, services):
     assert await incidents(services) == []
 
 
-@pytest.mark.xfail(strict=True, reason="crisis/routes.py passes Twilio's From unchecked as the callback phone; "
-                                       "a withheld number ('anonymous') fails check_intake and the call gets a 422 "
-                                       "instead of an incident (fix described in the report)")
 async def test_call_from_a_withheld_number_is_not_dropped(client, services):
     response = await post_signed(client, VOICE_PATH, voice_params(sender="anonymous"))
     assert twiml(response).find("Say") is not None
