@@ -60,6 +60,25 @@ def status_labels() -> dict[str, str]:
     }
 
 
+def offer_status_labels() -> dict[str, str]:
+    return {
+        OfferStatus.pending: _("waiting for an answer"),
+        OfferStatus.accepted: _("accepted"),
+        OfferStatus.declined: _("declined"),
+        OfferStatus.lapsed: _("no answer in time"),
+        OfferStatus.withdrawn: _("withdrawn"),
+    }
+
+
+def team_status_labels() -> dict[str, str]:
+    return {
+        TeamStatus.available: _("available"),
+        TeamStatus.off_duty: _("off duty"),
+        TeamStatus.offered: _("asked, not answered yet"),
+        TeamStatus.busy: _("on an incident"),
+    }
+
+
 def _client_ip(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
@@ -278,7 +297,9 @@ async def board_data(session, principal) -> dict:
 async def board(request: Request) -> Response:
     async with services(request).reader() as session:
         data = await board_data(session, request.state.principal)
-    return render(request, "crisis/board.html", {"board": data, "kinds": kind_labels(), "labels": status_labels()})
+    return render(request, "crisis/board.html", {"board": data, "kinds": kind_labels(), "labels": status_labels(),
+                                                 "offer_labels": offer_status_labels(),
+                                                 "team_labels": team_status_labels()})
 
 
 async def api_board(request: Request) -> Response:
@@ -423,6 +444,7 @@ async def offer_page(request: Request) -> Response:
     async with services(request).reader() as session:
         offer, incident = await crisis._load_offer(session, int(request.path_params["offer_id"]), request.state.principal)
     return render(request, "crisis/offer.html", {"offer": offer, "incident": incident, "kinds": kind_labels(),
+                                                 "offer_labels": offer_status_labels(),
                                                  "seconds_left": max(0, int((offer.deadline_at - utcnow()).total_seconds()))})
 
 
@@ -445,7 +467,8 @@ async def team_app(request: Request) -> Response:
                                              .where(Offer.team_id.in_(team_ids), Offer.status == OfferStatus.accepted,
                                                     Incident.status.in_(OPEN_STATUSES)))).scalars())
     return render(request, "crisis/team.html", {"teams": teams, "offers": offers, "active": active,
-                                                "kinds": kind_labels(), "labels": status_labels(), "now": utcnow()})
+                                                "kinds": kind_labels(), "labels": status_labels(), "now": utcnow(),
+                                                "team_labels": team_status_labels()})
 
 
 async def api_my_offers(request: Request) -> Response:

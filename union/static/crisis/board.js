@@ -15,6 +15,7 @@
     try { return JSON.parse(board.getAttribute(attr) || "{}"); } catch (e) { return {}; }
   }
   var kinds = names("data-kinds"), labels = names("data-labels");
+  var offerLabels = names("data-offer-labels"), teamLabels = names("data-team-labels");
   function text(tag, value, cls) {
     var el = document.createElement(tag);
     if (cls) el.className = cls;
@@ -40,7 +41,7 @@
           li.appendChild(a);
           li.appendChild(text("span", labels[i.status] || i.status, "badge status-" + i.status));
           i.offers.forEach(function (o) {
-            var badge = text("span", o.team + ": " + o.status + " ", "badge offer");
+            var badge = text("span", o.team + ": " + (offerLabels[o.status] || o.status) + " ", "badge offer");
             if (o.seconds_left !== null) {
               var c = text("span", o.seconds_left + "s", "countdown");
               c.setAttribute("data-seconds", o.seconds_left);
@@ -57,7 +58,7 @@
           li.setAttribute("data-team", t.id);
           li.appendChild(text("strong", t.name));
           li.appendChild(document.createTextNode(" "));
-          li.appendChild(text("span", t.status, "badge team-" + t.status));
+          li.appendChild(text("span", teamLabels[t.status] || t.status, "badge team-" + t.status));
           li.appendChild(text("span", " " + (t.branch || ""), "muted"));
           teams.appendChild(li);
         });
