@@ -23,6 +23,7 @@ import pytest
 from cryptography.fernet import Fernet
 
 import workers.registry  # noqa: F401
+from tests.helpers import PASSWORD, hashed
 from union import accounts
 from union.app import create_app
 from union.db import migrate
@@ -221,15 +222,12 @@ async def branches(services) -> dict[str, Branch]:
     return made
 
 
-PASSWORD = "correct horse battery"
-
-
 @pytest.fixture
 async def make_user(services, branches):
     async def make(username: str, roles: list[str], branch: str | None = None, password: str = PASSWORD):
         async with services.sessions() as db:
-            user = await accounts.create_user(db, username=username, password=password, roles=roles,
-                                              branch_code=branch)
+            user = await accounts.create_user(db, username=username, password=None, roles=roles,
+                                              branch_code=branch, password_hash=hashed(password))
             await db.commit()
             return user
 

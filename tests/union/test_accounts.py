@@ -6,7 +6,6 @@ limits, and the `union users create` / `union tokens create` commands."""
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import json
 import re
 import sys
@@ -18,24 +17,15 @@ from sqlalchemy import func, select, update
 
 from tests.conftest import PASSWORD, run_cli
 from union import accounts, members, ratelimit
-from union.crypto import hash_secret
+from tests.helpers import hashed, quick_user
 from union.models import ApiToken, AuditEvent, RoleGrant, User, WebSession, utcnow
 from union.web import SESSION_COOKIE
 
 EXPIRED = "Your session has ended. Please log in again."
 
 
-@functools.cache
-def hashed(secret: str) -> str:
-    return hash_secret(secret)
 
 
-async def quick_user(services, username: str, roles: list[str], branch: str | None = None) -> User:
-    async with services.sessions() as db:
-        user = await accounts.create_user(db, username=username, password=None, roles=roles, branch_code=branch,
-                                          password_hash=hashed(PASSWORD))
-        await db.commit()
-    return user
 
 
 async def count(services, model, *where) -> int:

@@ -5,7 +5,6 @@ that lists every /api/ route."""
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import re
 
 from sqlalchemy import select
@@ -13,21 +12,12 @@ from sqlalchemy import select
 from tests.conftest import PASSWORD
 from union import accounts
 from union.app import route_table
-from union.crypto import hash_secret
+from tests.helpers import hashed, quick_user
 from union.models import AuditEvent, Member, User
 
 
-@functools.cache
-def hashed(secret: str) -> str:
-    return hash_secret(secret)
 
 
-async def quick_user(services, username: str, roles: list[str], branch: str | None = None) -> User:
-    async with services.sessions() as db:
-        user = await accounts.create_user(db, username=username, password=None, roles=roles, branch_code=branch,
-                                          password_hash=hashed(PASSWORD))
-        await db.commit()
-    return user
 
 
 async def test_branches_are_public(web, branches):

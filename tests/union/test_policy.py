@@ -5,7 +5,6 @@ collector cannot even learn that a member number exists elsewhere)."""
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import re
 import hmac
@@ -18,7 +17,7 @@ from sqlalchemy import func, select
 
 from tests.conftest import PASSWORD
 from union import accounts, members
-from union.crypto import hash_secret
+from tests.helpers import hashed, quick_user
 from union.app import build_routes, route_table
 from union.models import Role, User, WebSession
 from union.policy import RULES, Rule
@@ -41,18 +40,8 @@ async def login_cookie(services, user) -> str:
     return raw
 
 
-@functools.cache
-def hashed(secret: str) -> str:
-    """argon2 once per run, not once per user: the suite stays fast."""
-    return hash_secret(secret)
 
 
-async def quick_user(services, username: str, roles: list[str], branch: str | None = None) -> User:
-    async with services.sessions() as db:
-        user = await accounts.create_user(db, username=username, password=None, roles=roles, branch_code=branch,
-                                          password_hash=hashed(PASSWORD))
-        await db.commit()
-    return user
 
 
 async def enrol(services, name: str, branch: str, *, pin: str | None = None, phone: str | None = None):

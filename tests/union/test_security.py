@@ -4,7 +4,6 @@ malformed input that change nothing."""
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import hmac
 import re
@@ -15,7 +14,7 @@ from sqlalchemy import func, select
 
 from tests.conftest import PASSWORD
 from union import accounts, i18n, members
-from union.crypto import hash_secret
+from tests.helpers import hashed, quick_user
 from union.app import route_table
 from union.models import ApiToken, Member, User, WebSession
 from union.policy import RULES
@@ -88,18 +87,8 @@ async def test_every_html_post_route_refuses_a_missing_or_wrong_token(variant, a
     assert checked >= len(FORM_ROUTES)
 
 
-@functools.cache
-def hashed(secret: str) -> str:
-    """argon2 once per run, not once per user: the suite stays fast."""
-    return hash_secret(secret)
 
 
-async def quick_user(services, username: str, roles: list[str], branch: str | None = None) -> User:
-    async with services.sessions() as db:
-        user = await accounts.create_user(db, username=username, password=None, roles=roles, branch_code=branch,
-                                          password_hash=hashed(PASSWORD))
-        await db.commit()
-    return user
 
 
 @pytest.fixture
