@@ -8,3 +8,4 @@ import dues.models  # noqa: F401
 import crisis.tasks  # noqa: F401
 import crisis.wiring  # noqa: F401
 import crisis.demo  # noqa: F401
+import dues.demo  # noqa: F401
