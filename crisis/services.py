@@ -10,6 +10,7 @@ Push payloads, SMS texts and job payloads carry ids only.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import secrets
 from dataclasses import dataclass
@@ -147,6 +148,7 @@ def incident_point(svc, incident: Incident) -> tuple[float, float] | None:
 
 # --- Teams --------------------------------------------------------------------
 
+@functools.lru_cache(maxsize=4096)
 def _words(value: str) -> frozenset[str]:
     return frozenset(value.split())
 
@@ -158,11 +160,14 @@ async def teams_near(session: AsyncSession, lat: float, lon: float, radius_km: f
         and_(Team.base_lat.between(min_lat, max_lat), Team.base_lon.between(min_lon, max_lon)),
         and_(Team.live_lat.between(min_lat, max_lat), Team.live_lon.between(min_lon, max_lon)),
     )
+    # Core columns, not ORM attributes: this is the hot path of every dispatch.
+    c = Team.__table__.c
     rows = (await session.execute(select(
-        Team.id, Team.name, Team.status, Team.base_lat, Team.base_lon, Team.live_lat, Team.live_lon, Team.live_at,
-        Team.skills, Team.languages).where(in_box))).all()
-    return [TeamView(r.id, r.name, r.status, r.base_lat, r.base_lon, r.live_lat, r.live_lon, r.live_at,
-                     _words(r.skills), _words(r.languages)) for r in rows]
+        c.id, c.name, c.status, c.base_lat, c.base_lon, c.live_lat, c.live_lon, c.live_at, c.skills, c.languages)
+        .where(in_box))).all()
+    return [TeamView(id_, name, status, base_lat, base_lon, live_lat, live_lon, live_at, _words(skills),
+                     _words(languages))
+            for id_, name, status, base_lat, base_lon, live_lat, live_lon, live_at, skills, languages in rows]
 
 
 async def rank_for(session: AsyncSession, svc, *, lat: float, lon: float, kind: str, language: str,

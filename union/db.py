@@ -16,9 +16,12 @@ ROOT = Path(__file__).resolve().parent.parent
 READ_ONLY = "union_read_only"
 
 
-def make_engine(url: str, *, synchronous: str = "NORMAL", pool_size: int = 10) -> AsyncEngine:
+def make_engine(url: str, *, synchronous: str = "NORMAL", pool_size: int = 10, single_writer: bool = False) -> AsyncEngine:
+    """single_writer (SQLite): one connection, so writers queue fairly in the pool (first come,
+    first served) instead of in SQLite's busy handler, whose growing sleeps let newcomers overtake."""
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, connect_args={"timeout": 30})
+        pool = {"pool_size": 1, "max_overflow": 0, "pool_timeout": 60} if single_writer else {}
+        engine = create_async_engine(url, connect_args={"timeout": 30}, **pool)
         sync = engine.sync_engine
 
         @event.listens_for(sync, "connect")

@@ -19,6 +19,7 @@ SERVICE_EXTENSIONS: list = []
 class Services:
     settings: Settings
     engine: object
+    writer: object  # the engine behind `sessions`: the same as `engine` except on SQLite
     sessions: object  # async_sessionmaker: read-write transactions (BEGIN IMMEDIATE on SQLite)
     reader: object  # async_sessionmaker for transactions that only read (no write lock on SQLite)
     vault: Vault
@@ -38,11 +39,15 @@ class Services:
         if self.redis is not None:
             await self.redis.aclose()
         await self.engine.dispose()
+        if self.writer is not self.engine:
+            await self.writer.dispose()
 
 
 async def build_services(settings: Settings, *, jobs_backend: str | None = None) -> Services:
     """jobs_backend: "embedded", "redis", or "none" (the arq worker runs jobs itself)."""
     engine = make_engine(settings.resolved_database_url)
+    # On SQLite all writes go through one connection (see make_engine); reads use the other pool.
+    writer = make_engine(settings.resolved_database_url, single_writer=True) if settings.is_sqlite else engine
     redis = None
     if settings.redis_url:
         from redis.asyncio import Redis
@@ -51,7 +56,8 @@ async def build_services(settings: Settings, *, jobs_backend: str | None = None)
     services = Services(
         settings=settings,
         engine=engine,
-        sessions=make_sessionmaker(engine),
+        writer=writer,
+        sessions=make_sessionmaker(writer),
         reader=make_sessionmaker(engine, read_only=True),
         vault=Vault(settings.load_encryption_keys()),
         phone_hash=KeyedHasher(settings.resolved_hash_key),

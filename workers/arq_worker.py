@@ -128,5 +128,9 @@ def worker_settings(settings, *, queue_name: str = default_queue_name) -> dict:
         ctx={"settings": settings, "queue_name": queue_name},
         keep_result=60,
         max_tries=5,
+        # arq looks for new jobs every 0.5 s by default: too slow for an alert that must go now.
+        poll_delay=0.05,
+        # On SIGINT/SIGTERM let running jobs finish (a push half sent) before shutting down.
+        job_completion_wait=10,
         **SERIALIZERS,
     )

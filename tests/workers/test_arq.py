@@ -70,7 +70,7 @@ async def running_worker(settings, queue: str, *, periodic_sweeps: bool = True):
     options = worker_settings(settings, queue_name=queue)
     if not periodic_sweeps:
         options["cron_jobs"] = []
-    worker = Worker(**options, handle_signals=False, poll_delay=0.05)
+    worker = Worker(**options, handle_signals=False)
     running = asyncio.create_task(worker.async_run())
 
     async def has_polled() -> bool:
