@@ -15,6 +15,8 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -249,3 +251,36 @@ def run_cli(*args: str, env: dict | None = None, input: str | None = None) -> su
     full_env = {**os.environ, **(env or {})}
     # The `union` of this interpreter's environment, whether or not its bin folder is on PATH.
     return subprocess.run([str(Path(sys.executable).parent / "union"), *args], capture_output=True, text=True, env=full_env, input=input, timeout=300)
+
+
+@pytest.fixture
+def live_server(settings):
+    """Base URL of the real app (its own services, embedded jobs) served by uvicorn on a free 127.0.0.1 port."""
+    import uvicorn
+
+    app = create_app(settings)
+    # Binding here (port 0) and handing uvicorn the socket avoids a race for the port.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    # log_config=None: leave the test process's logging alone.
+    config = uvicorn.Config(app, lifespan="on", log_config=None, access_log=False, server_header=False,
+                            timeout_graceful_shutdown=3)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="live-server", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive():
+            pytest.fail("the app did not start under uvicorn (see the log above)", pytrace=False)
+        if time.monotonic() > deadline:
+            server.should_exit = True
+            pytest.fail("the app did not start under uvicorn within 30 s", pytrace=False)
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(15)
+        sock.close()

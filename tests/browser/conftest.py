@@ -20,7 +20,6 @@ import http.server
 import importlib.util
 import os
 import re
-import socket
 import threading
 import time
 from pathlib import Path
@@ -30,7 +29,6 @@ import pytest
 
 from tests.conftest import need
 from union import members
-from union.app import create_app
 
 # Debian's chromium package; another build can be named with UNION_TEST_CHROMIUM.
 CHROMIUM = os.environ.get("UNION_TEST_CHROMIUM", "/usr/bin/chromium")
@@ -99,39 +97,6 @@ def settings(settings, neutral_site):
 
 
 # --- The app under uvicorn -------------------------------------------------------------
-
-@pytest.fixture
-def live_server(settings):
-    """Base URL of the real app served by uvicorn on a free 127.0.0.1 port."""
-    import uvicorn
-
-    app = create_app(settings)
-    # Binding here (port 0) and handing uvicorn the socket avoids a race for the port.
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    # log_config=None: leave the test process's logging alone.
-    config = uvicorn.Config(app, lifespan="on", log_config=None, access_log=False, server_header=False,
-                            timeout_graceful_shutdown=3)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="live-server", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive():
-            pytest.fail("the app did not start under uvicorn (see the log above)", pytrace=False)
-        if time.monotonic() > deadline:
-            server.should_exit = True
-            pytest.fail("the app did not start under uvicorn within 30 s", pytrace=False)
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(15)
-        sock.close()
-
 
 # --- Chromium ----------------------------------------------------------------------------
 

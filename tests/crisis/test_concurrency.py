@@ -7,9 +7,6 @@ exactly one wins."""
 from __future__ import annotations
 
 import asyncio
-import socket
-import threading
-import time
 from collections import Counter
 
 import httpx
@@ -17,38 +14,9 @@ import pytest
 
 from crisis.models import Incident, Offer, Team
 from tests.crisis.conftest import at_km, incident_by_ref, offers_of, rows, team_row
-from union.app import create_app
 
 INCIDENTS = "/api/crisis/incidents"
 N_INCIDENTS, N_TEAMS = 12, 8
-
-
-@pytest.fixture
-def live_server(settings):
-    """The real app (its own services, embedded jobs) under uvicorn on a free 127.0.0.1 port."""
-    import uvicorn
-
-    app = create_app(settings)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(app, lifespan="on", log_config=None, access_log=False, timeout_graceful_shutdown=3)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="crisis-live-server", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            server.should_exit = True
-            pytest.fail("the app did not start under uvicorn", pytrace=False)
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(15)
-        sock.close()
 
 
 def requests_for(n: int) -> list[dict]:
