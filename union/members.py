@@ -8,6 +8,7 @@ import datetime as dt
 from dataclasses import dataclass
 
 from sqlalchemy import func, or_, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from union import audit
@@ -103,7 +104,11 @@ async def enrol(session: AsyncSession, *, data: NewMember, vault: Vault, phone_h
         joined_on=today or dt.date.today(),
     )
     session.add(member)
-    await session.flush()
+    try:
+        await session.flush()
+    except IntegrityError:
+        # Another enrolment with the same phone committed between our check and our insert.
+        raise Conflict(_("A member with this phone number already exists."), field="phone") from None
     if data.pin or pin_hash:
         user = User(username=member.member_no.lower(), display_name=member.working_name,
                     password_hash=pin_hash or hash_secret(data.pin), member_id=member.id,

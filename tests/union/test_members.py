@@ -4,6 +4,7 @@ unknown) gets a clear error and changes nothing."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from types import SimpleNamespace
 
@@ -251,3 +252,15 @@ async def test_date_of_birth_is_stored_in_one_form(collector, services):
     async with services.sessions() as db:
         member = (await db.execute(select(Member).where(Member.member_no == r.json()["member_no"]))).scalar_one()
     assert services.vault.decrypt(member.date_of_birth_enc) == "1990-04-17"
+
+
+async def test_simultaneous_enrolments_with_one_phone_give_one_member_and_a_clear_409(collector, services):
+    body = {"name": "Twin", "branch": "BLR", "language": "kn", "phone": "98450 12121"}
+    first, second = await asyncio.gather(
+        collector.api("POST", "/api/members", token=collector.token, json=body),
+        collector.api("POST", "/api/members", token=collector.token, json={**body, "name": "Twin B"}))
+    assert sorted([first.status_code, second.status_code]) == [201, 409]
+    refused = first if first.status_code == 409 else second
+    assert refused.json()["field"] == "phone"
+    async with services.sessions() as db:
+        assert (await db.execute(text("SELECT count(*) FROM member WHERE working_name LIKE 'Twin%'"))).scalar_one() == 1
