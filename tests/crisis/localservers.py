@@ -16,6 +16,7 @@ over the public API, and a loop that runs due work until nothing is left.
 
 from __future__ import annotations
 
+import abc
 import base64
 import json
 import re
@@ -63,7 +64,7 @@ class Reply:
     trickle: float = 0.0  # seconds between body bytes (headers are sent at once)
 
 
-class LocalServer:
+class LocalServer(abc.ABC):
     """Subclasses implement `respond(request) -> Reply`; every request is recorded."""
 
     def __init__(self) -> None:
@@ -121,8 +122,9 @@ class LocalServer:
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}"
 
+    @abc.abstractmethod
     def respond(self, request: Recorded) -> Reply:
-        raise NotImplementedError
+        """The reply to one recorded request."""
 
     def start(self) -> LocalServer:
         self._thread.start()
