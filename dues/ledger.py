@@ -183,7 +183,9 @@ def _check_header(*, key: object, kind: object, description: object, effective_d
         raise InvalidEntry("the effective date must be a date", field="effective_date")
 
 
-async def _lock_head(session: AsyncSession) -> LedgerHead:
+async def lock_head(session: AsyncSession) -> LedgerHead:
+    """Lock the chain head for the rest of the transaction: every posting waits for it, so a caller that
+    must check a balance before posting (a payout from a fund) locks it first and the check stays true."""
     # populate_existing: a head loaded in an earlier transaction of this session must not be trusted.
     return (await session.execute(
         select(LedgerHead).where(LedgerHead.id == 1).with_for_update().execution_options(populate_existing=True)
@@ -212,7 +214,7 @@ async def post_entry(session: AsyncSession, *, key: str, kind: str, lines: Seque
     digest = content_hash(key=key, kind=kind, description=description, effective_date=effective_date,
                           created_by_user_id=actor_id, member_id=member_id, reverses_entry_id=reverses, lines=raw)
 
-    head = await _lock_head(session)
+    head = await lock_head(session)
     existing = (await session.execute(
         select(JournalEntry).where(JournalEntry.idempotency_key == key))).scalar_one_or_none()
     if existing is not None:

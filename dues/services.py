@@ -26,7 +26,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from dues.errors import CurrencyMismatch, InvalidAmount
 from dues.ledger import collector_cash_account, ensure_accounts, post_entry
-from dues.models import CashPayment, DuesAccount, DuesPlan, DuesRate, EntryKind
+from dues.models import (CashPayment, DuesAccount, DuesPlan, DuesRate, EntryKind, JournalEntry, LedgerAccount,
+                         Posting)
 from dues.money import DEFAULT_CURRENCY, Money
 from union import audit, members
 from union.errors import Conflict, InvalidInput, NotFound
@@ -136,11 +137,24 @@ async def member_plan(session: AsyncSession, member: Member) -> tuple[DuesPlan, 
     return plan, account
 
 
+# Accounts whose postings on a member's entries make up what the member has paid toward dues: credits
+# to dues income (cash, card, waivers) less refunds and disputes; reversals cancel themselves out.
+MEMBER_CREDIT_ACCOUNTS = ("dues_income", "refunds", "disputes")
+
+
+def paid_total_query():
+    """SELECT member_id, credit: what each member has paid toward dues, from the ledger."""
+    return (select(JournalEntry.member_id, func.coalesce(-func.sum(Posting.amount_minor), 0).label("credit"))
+            .join(Posting, Posting.entry_id == JournalEntry.id)
+            .join(LedgerAccount, LedgerAccount.id == Posting.account_id)
+            .where(LedgerAccount.code.in_(MEMBER_CREDIT_ACCOUNTS), JournalEntry.member_id.is_not(None))
+            .group_by(JournalEntry.member_id))
+
+
 async def paid_total(session: AsyncSession, member_id: int) -> int:
+    row = (await session.execute(paid_total_query().where(JournalEntry.member_id == member_id))).first()
     # PostgreSQL sums bigints as numeric: int() is exact.
-    return int((await session.execute(
-        select(func.coalesce(func.sum(CashPayment.amount_minor), 0)).where(CashPayment.member_id == member_id)
-    )).scalar_one())
+    return int(row.credit) if row else 0
 
 
 async def standing(session: AsyncSession, *, member: Member, today: dt.date, grace_months: int) -> Standing:

@@ -122,6 +122,10 @@ RULES: dict[str, Rule] = {
     "dues.me": roles(Role.member),
     "api.dues.payments.create": roles(Role.collector),
     "api.members.standing": Rule(roles=MEMBER_STAFF | {Role.member}),
+    # Dues: card payments (Stripe)
+    # Dues: collection sheets, hand-overs, waivers
+    # Welfare
+    # Treasurer's books
 }
 
 
