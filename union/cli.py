@@ -235,7 +235,18 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)  # its per-plugin INFO lines drown the command's own output
-    return args.func(settings, args) or 0
+    from sqlalchemy.exc import OperationalError, ProgrammingError
+
+    try:
+        return args.func(settings, args) or 0
+    except (OperationalError, ProgrammingError) as exc:
+        # A missing table means an unmigrated database (or a wrong UNION_DATABASE_URL): say so, not a traceback.
+        text = str(exc.orig if getattr(exc, "orig", None) is not None else exc)
+        if "no such table" in text or "does not exist" in text:
+            _say(f"The database at UNION_DATABASE_URL is not set up ({text.splitlines()[0]}).")
+            _say("Run `union migrate` first, or check UNION_DATABASE_URL.")
+            return 2
+        raise
 
 
 if __name__ == "__main__":

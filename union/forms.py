@@ -4,6 +4,7 @@ request's language; CSRF is checked by the policy guard for every form."""
 from __future__ import annotations
 
 from wtforms import DateField, Form, PasswordField, SelectField, StringField
+from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length, Optional, Regexp
 
 from union.i18n import SPOKEN_LANGUAGE_NAMES as LANGUAGE_NAMES
@@ -30,7 +31,7 @@ class _MemberFields(BaseForm):
     working_name = StringField(_l("Working name"), [DataRequired(_l("Please fill in this field.")),
                                                     Length(max=80, message=_l("Too long."))])
     branch = SelectField(_l("Branch"), [DataRequired(_l("Please choose a branch."))], choices=[])
-    language = SelectField(_l("Preferred language"), choices=[(c, LANGUAGE_NAMES[c]) for c in SPOKEN_LANGUAGES])
+    language = SelectField(_l("Preferred language"), choices=[SelectChoice(c, LANGUAGE_NAMES[c]) for c in SPOKEN_LANGUAGES])
     phone = StringField(_l("Phone (optional)"), [Optional(), Length(max=20, message=_l("Too long."))])
     pin = PasswordField(_l("PIN for logging in, 4 to 8 digits (optional)"),
                         [Optional(), Regexp(r"^\d{4,8}$", message=_l("A PIN is 4 to 8 digits."))])

@@ -158,7 +158,7 @@ async def search(session: AsyncSession, *, query: str, principal: Principal, pho
     query = (query or "").strip()
     if not query:
         return []
-    conditions = [Member.member_no == query.upper(), func.lower(Member.working_name).contains(query.lower())]
+    conditions = [Member.member_no == query.upper(), func.lower(Member.working_name).contains(query.lower(), autoescape=True)]
     try:
         conditions.append(Member.phone_hash == phone_hash(normalise_phone(query)))
     except ValueError:

@@ -12,7 +12,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from union import accounts, audit, i18n, members
 from union.errors import InvalidInput, RateLimited, UnionError
-from union.forms import EnrolForm, JoinForm, LoginForm, MemberLoginForm, SearchForm
+from union.forms import EnrolForm, JoinForm, LoginForm, MemberLoginForm, SearchForm, SelectChoice
 from union.i18n import _
 from union.models import Member, User, WebSession
 from union.policy import Principal, home_route
@@ -181,7 +181,7 @@ async def _branch_choices(request: Request, principal: Principal | None):
         from union.policy import can_enrol_in
 
         branches = [b for b in branches if can_enrol_in(principal, b.id)]
-    return [(b.code, b.name) for b in branches]
+    return [SelectChoice(b.code, b.name) for b in branches]
 
 
 def _new_member(form) -> members.NewMember:
@@ -197,7 +197,7 @@ async def _enrol_page(request: Request, form_cls, template: str, actor: Principa
     form = form_cls(await request.form() if request.method == "POST" else None)
     form.branch.choices = await _branch_choices(request, actor)
     if request.method == "GET":
-        form.language.data = i18n.current_language() if i18n.current_language() in dict(form.language.choices) else "kn"
+        form.language.data = i18n.current_language() if i18n.current_language() in {c.value for c in form.language.choices} else "kn"
     error = None
     if request.method == "POST":
         svc = services(request)

@@ -384,3 +384,11 @@ async def test_login_only_returns_to_pages_of_this_site(next_, landing, services
     r = await web.client.post("/login", params={"next": next_},
                               data={"username": "col", "password": PASSWORD, "csrf_token": web.csrf})
     assert r.status_code == 303 and r.headers["location"] == landing
+
+
+def test_cli_on_an_unmigrated_database_says_what_to_do(tmp_path):
+    env = {"UNION_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}", "UNION_DATA_DIR": str(tmp_path)}
+    r = run_cli("users", "create", "--username", "meera", "--role", "collector", env=env,
+                input="a long enough password\n")
+    assert r.returncode == 2
+    assert "union migrate" in r.stdout and "Traceback" not in r.stderr
