@@ -1,33 +1,46 @@
-"""Demo dues history: every demo member's cash dues paid through a collector of
-their branch, most up to date, some in grace, some lapsed, some paid ahead, a few
-on the concessional plan and two exempt, so standing and receipts have something
-true to show. (Card payments come with the card issue.)"""
+"""Demo dues history: a year of cash dues for every demo member, taken by the
+demo collector of the member's branch, so standing, receipts and the books have
+something true to show.
+
+Each member gets a plan (about one in seven concessional, two exempt) and a way
+of paying: most are paid up (a collector comes every three, six or twelve
+months and takes that many months), some paid ahead, some one or two months
+behind (grace), some stopped paying three to twelve months ago (lapsed), and a
+few who joined this month have not paid yet (new). Whatever a member owed from
+before the last year came with their first payment of the year, so there are
+about two payments a member and `union demo` stays quick. Every payment goes
+through `dues.services.record_cash_payment` (the real ledger entries, receipts
+and audit events), dated on the day it was taken: the entry's effective date and
+the receipt's date are in the past, spread over the last twelve months.
+Card payments, waivers and a cash hand-over are added by the card and cash
+operations demo steps, which run after this one.
+"""
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import secrets
 
 from sqlalchemy import select
 
-from dues.models import DuesAccount, DuesPlan
+from dues.models import DuesAccount, DuesPlan, DuesRate
 from dues.money import Money
-from dues.services import record_cash_payment
+from dues.services import MAX_MONTHS, month_index, record_cash_payment
 from union import accounts
 from union.crypto import hash_secret
 from union.demo import DEMO_STEPS
 from union.models import Branch, Member, Role, User
 from union.policy import Principal
 
-STANDARD_MINOR = 10000  # ₹100 a month, the standard plan seeded by migration 0004
-CONCESSION_MINOR = 5000
+# How members pay: (share, kind). Kinds: paid up, paid ahead, grace, lapsed.
+PATTERNS = ((0.70, "current"), (0.08, "ahead"), (0.12, "grace"), (0.10, "lapsed"))
+# Months a collector takes at a time from a member who pays regularly, and how often each is chosen.
+CHUNKS = ((3, 0.35), (6, 0.35), (12, 0.30))
+BATCH = 100
 
 
-def _months_due(joined: dt.date, today: dt.date) -> int:
-    return (today.year * 12 + today.month) - (joined.year * 12 + joined.month) + 1
-
-
-async def _collectors(session, branches, say) -> dict[int, Principal]:
+async def _collectors(session, branches) -> dict[int, Principal]:
     """The demo collector of each branch (demo-collector in BLR, demo-collector2 in MYS, demo-c-<code> elsewhere)."""
     by_name = {"BLR": "demo-collector", "MYS": "demo-collector2"}
     shared_hash = None
@@ -45,47 +58,111 @@ async def _collectors(session, branches, say) -> dict[int, Principal]:
     return found
 
 
+class _Prices:
+    """What months cost on a plan, by the rate in force on each month's first day (as compute_standing)."""
+
+    def __init__(self, rates: list[tuple[dt.date, int]]):
+        ordered = sorted(rates)
+        self.starts = [month_index(d) if d.day == 1 else month_index(d) + 1 for d, _ in ordered]
+        self.amounts = [amount for _, amount in ordered]
+
+    def of(self, first: int, last: int) -> int:
+        return sum(self.amounts[max(bisect.bisect_right(self.starts, m) - 1, 0)] for m in range(first, last + 1))
+
+
+def _pick(rng, weighted) -> object:
+    roll, total = rng.random(), 0.0
+    for weight, value in weighted:
+        total += weight
+        if roll < total:
+            return value
+    return weighted[-1][1]
+
+
+def _month_start(index: int) -> dt.date:
+    return dt.date(index // 12, index % 12 + 1, 1)
+
+
+def plan_payments(rng, *, joined: dt.date, today: dt.date) -> list[tuple[int, int, dt.date]]:
+    """A member's payments as (first month, last month, day paid), oldest first (month indexes)."""
+    join, now = month_index(joined), month_index(today)
+    year_ago = now - 11  # the history covers this month and the eleven before it
+    kind = _pick(rng, [(w, k) for w, k in PATTERNS])
+    if join == now and rng.random() < 0.5:
+        return []  # joined this month, nothing paid yet: new
+    chunk = _pick(rng, [(w, c) for c, w in CHUNKS])
+    if kind == "current":
+        # Paid through now, in chunks of `chunk` months: the last chunk may run a little past now.
+        through = now + rng.randrange(chunk)
+    elif kind == "ahead":
+        through = now + rng.randint(1, 3) + chunk
+    elif kind == "grace":
+        through = now - rng.randint(1, 2)
+    else:
+        through = now - rng.randint(3, 12)
+    if through < join:
+        return []  # joined recently and never paid: lapsed or in grace with nothing paid
+    payments: list[tuple[int, int, dt.date]] = []
+    last = through
+    while last >= join:
+        first = max(join, last - chunk + 1)
+        if first < year_ago and payments:
+            # What was owed from before the year came with the first visit of the year.
+            _, kept_last, kept_day = payments[-1]
+            payments[-1] = (join, kept_last, kept_day)
+            break
+        if first < year_ago:
+            first = join  # stopped paying before the year began: one payment, a year ago
+        paid_month = min(max(first, year_ago), now)
+        earliest = max(_month_start(paid_month), joined)
+        latest = max(min(_month_start(paid_month + 1) - dt.timedelta(days=1), today), earliest)
+        day = earliest + dt.timedelta(days=rng.randint(0, (latest - earliest).days))
+        payments.append((first, last, day))
+        last = first - 1
+    payments.reverse()
+    # In order of the months they cover (two visits can fall in one month).
+    days = sorted(day for _, _, day in payments)
+    return [(first, last, day) for (first, last, _), day in zip(payments, days)]
+
+
 async def load_dues_demo(services, rng, say) -> None:
     today = dt.date.today()
     async with services.sessions() as session:
         branches = list((await session.execute(select(Branch))).scalars())
-        collectors = await _collectors(session, branches, say)
-        concession = (await session.execute(select(DuesPlan).where(DuesPlan.code == "concessional"))).scalar_one()
+        collectors = await _collectors(session, branches)
+        plans = {p.code: p.id for p in (await session.execute(select(DuesPlan))).scalars()}
+        rates: dict[int, list[tuple[dt.date, int]]] = {}
+        for plan_id, effective_from, monthly in (await session.execute(
+                select(DuesRate.plan_id, DuesRate.effective_from, DuesRate.monthly_minor))).all():
+            rates.setdefault(plan_id, []).append((effective_from, int(monthly)))
         await session.commit()
         members = list((await session.execute(select(Member).order_by(Member.id))).scalars())
+    prices = {plan_id: _Prices(r) for plan_id, r in rates.items()}
     receipt = {branch_id: 0 for branch_id in collectors}
-    batch = 200
-    for start in range(0, len(members), batch):
+    made = 0
+    for start in range(0, len(members), BATCH):
         async with services.sessions() as session:
-            for member in members[start:start + batch]:
-                roll = rng.random()
+            for member in members[start:start + BATCH]:
                 if member.id % 997 == 0:  # two members exempt (a hardship waiver)
-                    session.add(DuesAccount(member_id=member.id, plan_id=concession.id, exempt=True,
+                    session.add(DuesAccount(member_id=member.id, plan_id=plans["concessional"], exempt=True,
                                             exempt_reason="Hardship waiver granted by the office bearers (demo)"))
                     continue
-                monthly = STANDARD_MINOR
-                if roll < 0.15:  # about one in seven on the concessional plan
-                    session.add(DuesAccount(member_id=member.id, plan_id=concession.id))
-                    monthly = CONCESSION_MINOR
-                due = _months_due(member.joined_on, today)
-                pattern = rng.random()
-                if pattern < 0.70:
-                    months = due  # up to date
-                elif pattern < 0.78:
-                    months = due + rng.randint(1, 3)  # paid ahead
-                elif pattern < 0.90:
-                    months = due - rng.randint(1, 2)  # in grace
-                else:
-                    months = due - rng.randint(3, min(12, max(3, due)))  # lapsed
-                if months <= 0:
-                    continue
-                receipt[member.branch_id] += 1
-                await record_cash_payment(session=session, member_no=member.member_no,
-                                          amount=Money(months * monthly, "INR"),
-                                          receipt_no=f"D-{receipt[member.branch_id]:06d}",
-                                          collector=collectors[member.branch_id], months=months, today=today)
+                plan_id = plans["standard"]
+                if rng.random() < 0.15:  # about one in seven on the concessional plan
+                    plan_id = plans["concessional"]
+                    session.add(DuesAccount(member_id=member.id, plan_id=plan_id))
+                for first, last, day in plan_payments(rng, joined=member.joined_on, today=today):
+                    receipt[member.branch_id] += 1
+                    payment = await record_cash_payment(
+                        session=session, member_no=member.member_no, amount=Money(prices[plan_id].of(first, last)),
+                        receipt_no=f"D-{receipt[member.branch_id]:06d}", collector=collectors[member.branch_id],
+                        months=last - first + 1 if last - first < MAX_MONTHS else None, today=day)
+                    # The receipt is dated the day the cash was taken (the ledger entry's effective date).
+                    payment.created_at = dt.datetime.combine(day, dt.time(4 + rng.randrange(10), rng.randrange(60)),
+                                                             dt.UTC)
+                    made += 1
             await session.commit()
-        say(f"Dues history: {min(len(members), start + batch)}/{len(members)} members")
+        say(f"Dues history: {min(len(members), start + BATCH)}/{len(members)} members, {made} cash payments")
 
 
 DEMO_STEPS.append(load_dues_demo)

@@ -68,3 +68,11 @@ class InvalidEntry(DuesError):
 
     status_code = 422
     code = "invalid"
+
+
+class PeriodClosed(DuesError):
+    """Raised when an entry would be dated in an accounting month the treasurer has closed
+    (the database refuses it too: migration 0008). Post a correction in an open month instead."""
+
+    status_code = 409
+    code = "period_closed"

@@ -114,6 +114,9 @@ class DuesPlan(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     code: str = Field(max_length=32, unique=True, index=True)
     name: str = Field(max_length=120)
+    # Booked once, from a member's first cash payment on this plan (dues/joining.py); 0 = no fee.
+    joining_fee_minor: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, server_default="0"))
+    joining_fee_currency: str = Field(default=DEFAULT_CURRENCY, max_length=3)
 
 
 class DuesRate(SQLModel, table=True):

@@ -10,10 +10,11 @@ import datetime as dt
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
+from dues import cash_ops_messages as messages
 from dues import services as dues
 from dues.errors import CurrencyMismatch, InvalidAmount
 from dues.money import Money, format_money, parse_money
-from union import audit, members
+from union import audit, jobs, members
 from union.errors import InvalidInput, UnionError
 from union.i18n import _
 from union.models import Member, User
@@ -64,7 +65,8 @@ async def api_record_payment(request: Request) -> Response:
         member = await db.get(Member, payment.member_id)
         standing = await dues.standing(db, member=member, today=_today(), grace_months=_grace(request))
         body = payment_json(payment, member) | {"standing": standing.as_json()}
-        await db.commit()
+        receipt_sms = await messages.schedule_receipt_sms(db, payment=payment)
+        await jobs.commit_and_nudge(db, services(request).jobs, [receipt_sms] if receipt_sms else [])
     return JSONResponse(body, status_code=201)
 
 
@@ -117,7 +119,8 @@ async def collect(request: Request) -> Response:
                                                      months=_months_from_form(values["months"]),
                                                      collector=request.state.principal, currency=currency,
                                                      today=_today())
-            await db.commit()
+            receipt_sms = await messages.schedule_receipt_sms(db, payment=payment)
+            await jobs.commit_and_nudge(db, services(request).jobs, [receipt_sms] if receipt_sms else [])
     except UnionError as exc:
         return render(request, "dues/collect.html", {"values": values, "error": exc.message},
                       status_code=exc.status_code)
@@ -140,13 +143,22 @@ async def receipt(request: Request) -> Response:
         "amount": format_money(Money(payment.amount_minor, payment.currency))})
 
 
+async def card_payments_of(db, member_id: int) -> list[dict]:
+    from dues.card import member_card_payments
+    from dues.card_routes import card_rows
+
+    return card_rows(await member_card_payments(db, member_id))
+
+
 async def my_dues(request: Request) -> Response:
     principal = request.state.principal
     async with services(request).reader() as db:
         member = await db.get(Member, principal.member_id)
         standing = await dues.standing(db, member=member, today=_today(), grace_months=_grace(request))
         payments = await dues.member_payments(db, member.id)
+        messages_off = await messages.opted_out(db, member.id)
+        card_payments = await card_payments_of(db, member.id)
     return render(request, "dues/me.html", {
-        "member": member, "standing": standing,
+        "member": member, "standing": standing, "messages_off": messages_off, "card_payments": card_payments,
         "arrears": format_money(Money(standing.arrears_minor, standing.currency)),
         "payments": [(p, format_money(Money(p.amount_minor, p.currency))) for p in payments]})

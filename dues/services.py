@@ -25,6 +25,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dues.errors import CurrencyMismatch, InvalidAmount
+from dues import joining
 from dues.ledger import collector_cash_account, ensure_accounts, post_entry
 from dues.models import (CashPayment, DuesAccount, DuesPlan, DuesRate, EntryKind, JournalEntry, LedgerAccount,
                          Posting)
@@ -89,24 +90,37 @@ def compute_standing(*, joined_on: dt.date, today: dt.date, rates: Sequence[tupl
     ordered = sorted(rates)
     starts = [month_index(start) if start.day == 1 else month_index(start) + 1 for start, _ in ordered]
 
-    def rate(month: int) -> int:
-        at = bisect.bisect_right(starts, month) - 1
-        return ordered[max(at, 0)][1]
+    def segment(month: int) -> tuple[int, int | None]:
+        """The rate in force in `month` and the first month after it at another rate (None: never)."""
+        at = bisect.bisect_right(starts, month)
+        # Before the first rate: the first rate. starts[at] is the first start after `month`.
+        return ordered[max(at - 1, 0)][1], (starts[at] if at < len(starts) else None)
 
     join, now = month_index(joined_on), month_index(today)
+    # Walk whole stretches at one rate rather than month by month (100,000 members in a bulk recompute).
     remaining, month = max(paid_minor, 0), join
     limit = max(now, join) + MAX_ADVANCE_MONTHS
     while month <= limit:
-        due = rate(month)
-        if due == 0 and month > now:
-            break  # free months ahead would otherwise count as paid for ever
-        if due > remaining:
-            break
-        remaining -= due
-        month += 1
+        due, next_start = segment(month)
+        end = limit + 1 if next_start is None else min(next_start, limit + 1)
+        if due == 0:
+            if month > now:
+                break  # free months ahead would otherwise count as paid for ever
+            month = min(end, now + 1)
+            continue
+        covered = min(remaining // due, end - month)
+        remaining -= covered * due
+        month += covered
+        if month < end:
+            break  # not enough left for the next month
     paid_through = month - 1 if month > join else None
 
-    owed = sum(rate(m) for m in range(join, now + 1))
+    owed, month = 0, join
+    while month <= now:
+        due, next_start = segment(month)
+        end = now + 1 if next_start is None else min(next_start, now + 1)
+        owed += due * (end - month)
+        month = end
     arrears = max(owed - max(paid_minor, 0), 0)
     behind = now - (paid_through if paid_through is not None else join - 1)
 
@@ -239,9 +253,11 @@ async def record_cash_payment(*, session: AsyncSession, member_no: object, amoun
 
     await ensure_accounts(session, currency)
     cash = await collector_cash_account(session, collector_id, currency)
+    # The joining fee, when the member's plan has one and it is still owed, comes out of this payment.
+    lines = await joining.payment_lines(session, member=member, cash_account=cash.code, amount=amount)
     entry = await post_entry(
         session, key=f"cash:{collector_id}:{receipt_no}", kind=EntryKind.cash_payment,
-        lines=[(cash.code, amount), ("dues_income", -amount)],
+        lines=lines,
         description=f"Cash dues from member {member.member_no}, receipt {receipt_no}",
         effective_date=today or dt.date.today(), actor=collector.user, member_id=member.id)
     # A concurrent request with the same receipt committed while we waited for the ledger head:

@@ -9,6 +9,7 @@ UNION_REQUIRE_SERVICES=1 (CI) they fail instead.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import os
 import re
 import shutil
@@ -38,6 +39,18 @@ PG_HOST = os.environ.get("UNION_TEST_PG_HOST", "127.0.0.1")
 PG_ADMIN = os.environ.get("UNION_TEST_PG_ADMIN_URL", f"postgresql://postgres@{PG_HOST}:5432/postgres")
 REDIS_URL = os.environ.get("UNION_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 RUN_ID = uuid.uuid4().hex[:8]
+_IMPORT_DAY = dt.date.today()
+
+
+@pytest.fixture(autouse=True)
+def _tests_see_today(monkeypatch):
+    """Test modules that say `TODAY = dt.date.today()` got the day they were imported; in a run that
+    crosses midnight they would compare yesterday with the app's today. Give them today."""
+    today = dt.date.today()
+    if today != _IMPORT_DAY:
+        for name, module in list(sys.modules.items()):
+            if name.startswith("tests.") and getattr(module, "TODAY", None) == _IMPORT_DAY:
+                monkeypatch.setattr(module, "TODAY", today)
 
 
 def need(available: bool, what: str) -> None:

@@ -122,27 +122,128 @@ def dues_routes() -> list[tuple[str, object, list[str], str]]:
 
 def card_routes() -> list[tuple[str, object, list[str], str]]:
     """Card payments through Stripe: checkout, subscriptions, the webhook (dues/card*.py)."""
-    return []
+    from dues import card_routes as k
+
+    return [
+        ("/dues/card", k.card_page, GET, "dues.card"),
+        ("/dues/card/checkout", k.start_checkout, POST, "dues.card_checkout"),
+        ("/dues/card/autopay", k.start_autopay, POST, "dues.card_autopay"),
+        ("/dues/card/autopay/cancel", k.cancel_autopay, POST, "dues.card_autopay_cancel"),
+        ("/dues/card/done", k.card_done, GET, "dues.card_done"),
+        ("/dues/stripe/webhook", k.stripe_webhook, POST, "dues.stripe_webhook"),
+    ]
+
+
+def card_mounts(app: Starlette, settings: Settings) -> None:
+    """Test mode without a Stripe key: the local Stripe stand-in's pages (marked TEST MODE) at /stripe-test/,
+    delivering its webhooks to this app in-process. Built per app, so it exists only when enabled."""
+    if settings.stripe_api_key or not settings.stripe_test_mode:
+        return
+    from dues.stripe_billing import STANDIN_MOUNT
+
+    async def standin(scope, receive, send):
+        billing = scope["app"].state.services.extras.get("billing")
+        path = scope.get("path", "")
+        # Only the payment pages: the app reaches the stand-in's API in-process, nobody else needs it.
+        pages = path.startswith(f"{STANDIN_MOUNT}/pay/") or path.startswith("/pay/")
+        if billing is None or not billing.test_mode or not pages:
+            response = JSONResponse({"error": "not_found"}, status_code=404)
+            return await response(scope, receive, send)
+        billing.standin.webhook_app = scope["app"]
+        await billing.standin.app(scope, receive, send)
+
+    app.router.routes.append(Mount(STANDIN_MOUNT, app=standin, name="stripe_test"))
 
 
 def cash_ops_routes() -> list[tuple[str, object, list[str], str]]:
     """Collection sheets, cash hand-overs, waivers and holidays (dues/)."""
-    return []
+    from dues import cash_ops_routes as o
+
+    return [
+        ("/dues/sheets", o.sheets_page, BOTH, "dues.sheets"),
+        ("/dues/sheets/{sheet_id:int}", o.sheet_preview, GET, "dues.sheet"),
+        ("/dues/sheets/{sheet_id:int}/apply", o.sheet_apply, POST, "dues.sheet_apply"),
+        ("/dues/handover", o.handover_page, BOTH, "dues.handover"),
+        ("/dues/handover/{handover_id:int}/cancel", o.handover_cancel, POST, "dues.handover_cancel"),
+        ("/dues/handovers", o.handovers_page, GET, "dues.handovers"),
+        ("/dues/handovers/{handover_id:int}/confirm", o.handover_confirm, POST, "dues.handover_confirm"),
+        ("/dues/me/messages", o.my_messages, POST, "dues.messages"),
+        ("/members/{member_no}/waivers", o.waivers_page, BOTH, "dues.waivers"),
+        ("/members/{member_no}/waivers/{waiver_id:int}/revoke", o.waiver_revoke, POST, "dues.waiver_revoke"),
+        ("/api/members/{member_no}/waivers", o.api_grant_waiver, POST, "api.dues.waivers.create"),
+    ]
 
 
 def welfare_routes() -> list[tuple[str, object, list[str], str]]:
     """Welfare schemes, entitlements, claims and payouts (welfare/)."""
-    return []
+    from welfare import routes as w
+
+    claim = "/welfare/claims/{claim_id:int}"
+    api_claim = "/api/welfare/claims/{claim_id:int}"
+    return [
+        ("/welfare/me", w.my_welfare, GET, "welfare.me"),
+        ("/welfare/me/claim", w.my_claim_new, BOTH, "welfare.me_claim"),
+        ("/welfare/claims", w.claim_list, GET, "welfare.claims"),
+        ("/welfare/claims/new", w.claim_new, BOTH, "welfare.claim_new"),
+        (claim, w.claim_page, GET, "welfare.claim"),
+        (claim + "/approve", w.claim_approve, POST, "welfare.claim_approve"),
+        (claim + "/reject", w.claim_reject, POST, "welfare.claim_reject"),
+        (claim + "/pay", w.claim_pay, POST, "welfare.claim_pay"),
+        (claim + "/appeal", w.claim_appeal, POST, "welfare.claim_appeal"),
+        (claim + "/appeal-decision", w.claim_appeal_decide, POST, "welfare.claim_appeal_decide"),
+        (claim + "/withdraw", w.claim_withdraw, POST, "welfare.claim_withdraw"),
+        (claim + "/documents", w.claim_document_upload, POST, "welfare.claim_document_upload"),
+        (claim + "/documents/{document_id:int}", w.claim_document, GET, "welfare.claim_document"),
+        ("/welfare/payouts/{payout_id:int}/reverse", w.payout_reverse, POST, "welfare.payout_reverse"),
+        ("/welfare/reports", w.reports, GET, "welfare.reports"),
+        ("/welfare/schemes", w.schemes_page, BOTH, "welfare.schemes"),
+        ("/welfare/fund", w.fund_page, BOTH, "welfare.fund"),
+        ("/api/members/{member_no}/entitlements", w.api_entitlements, GET, "api.members.entitlements"),
+        ("/api/welfare/claims", w.api_file_claim, POST, "api.welfare.claims.create"),
+        (api_claim, w.api_claim, GET, "api.welfare.claims.get"),
+        (api_claim + "/approve", w.api_approve, POST, "api.welfare.claims.approve"),
+        (api_claim + "/reject", w.api_reject, POST, "api.welfare.claims.reject"),
+        (api_claim + "/pay", w.api_pay, POST, "api.welfare.claims.pay"),
+        ("/api/welfare/fund", w.api_fund, GET, "api.welfare.fund"),
+    ]
 
 
 def treasury_routes() -> list[tuple[str, object, list[str], str]]:
     """The treasurer's books: reports, reconciliation, checkpoints, period close (treasury in dues/ or treasury/)."""
-    return []
+    from treasury import routes as t
+
+    return [
+        ("/treasury", t.index, GET, "treasury.index"),
+        ("/treasury/reports/{report}", t.report, GET, "treasury.report"),
+        ("/treasury/exports/{report}", t.export, GET, "treasury.export"),
+        ("/treasury/statements", t.statement, GET, "treasury.statement_find"),
+        ("/treasury/statements/{member_no}", t.statement, GET, "treasury.statement"),
+        ("/treasury/statements/{member_no}/export", t.statement_export, GET, "treasury.statement_export"),
+        ("/treasury/bank", t.bank, BOTH, "treasury.bank"),
+        ("/treasury/bank/lines/{line_id:int}/match", t.bank_match, POST, "treasury.bank_match"),
+        ("/treasury/reconcile", t.reconcile_page, GET, "treasury.reconcile"),
+        ("/treasury/periods", t.periods_page, GET, "treasury.periods"),
+        ("/treasury/periods/close", t.close_period, POST, "treasury.close"),
+        ("/treasury/periods/{month}/checkpoint", t.checkpoint_download, GET, "treasury.checkpoint"),
+        ("/treasury/corrections", t.correct, POST, "treasury.correct"),
+        ("/treasury/verify", t.verify, BOTH, "treasury.verify"),
+        ("/summary", t.member_summary, GET, "treasury.summary"),
+        ("/api/treasury/trial-balance", t.api_trial_balance, GET, "api.treasury.trial_balance"),
+    ]
 
 
 def api_docs() -> dict:
     """Every domain's OpenAPI fragments, by route name."""
     docs = {**API_DOCS, **CRISIS_API_DOCS, **DUES_API_DOCS}
+    from welfare.api_docs import API_DOCS as WELFARE_API_DOCS
+
+    docs.update(WELFARE_API_DOCS)
+    from dues.cash_ops_api_docs import API_DOCS as CASH_OPS_API_DOCS
+
+    docs.update(CASH_OPS_API_DOCS)
+    from treasury.api_docs import API_DOCS as TREASURY_API_DOCS
+
+    docs.update(TREASURY_API_DOCS)
     return docs
 
 
@@ -184,4 +285,5 @@ def create_app(settings: Settings | None = None, *, services=None) -> Starlette:
         lifespan=lifespan,
     )
     app.state.openapi = build_openapi(routes, api_docs(), title="Union platform API", version="1")
+    card_mounts(app, settings)
     return app

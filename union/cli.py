@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import getpass
 import sys
 
@@ -39,6 +40,11 @@ def cmd_serve(settings: Settings, args) -> int:
     from union.app import create_app
 
     cmd_migrate(settings, args)
+    if args.demo and not settings.stripe_api_key:
+        # Card payments through the built-in Stripe stand-in, every page marked TEST MODE (processes started
+        # by uvicorn read the environment).
+        settings.stripe_test_mode = True
+        os.environ["UNION_STRIPE_TEST_MODE"] = "1"
     if args.demo:
         from union.demo import load_demo
 
@@ -125,7 +131,8 @@ def cmd_tokens_create(settings: Settings, args) -> int:
 
 
 def cmd_audit_verify(settings: Settings, args) -> int:
-    from dues.ledger import verify_ledger_chain
+    # Re-hashed by the database on PostgreSQL, walked in Python otherwise (and whenever anything is off).
+    from treasury.chainsql import verify_ledger as verify_ledger_chain
     from union.audit import verify_chain
 
     async def run(services):
@@ -135,7 +142,45 @@ def cmd_audit_verify(settings: Settings, args) -> int:
             log = await verify_chain(session, progress=lambda n: _say(f"  checked {n} audit events…"))
         return books, log
 
+    if getattr(args, "checkpoint", None):
+        return _verify_checkpoint(settings, args.checkpoint)
     books, log = asyncio.run(_with_services(settings, run))
+    if books.intact:
+        _say(f"Ledger intact: {books.checked} entries checked.")
+    else:
+        _say(f"Ledger BROKEN at entry {books.broken_entry_id or '-'} (seq {books.broken_seq or '-'}): {books.reason}.")
+    if log.intact:
+        _say(f"Audit log intact: {log.checked} events checked.")
+    else:
+        _say(f"Audit log BROKEN at event {log.broken_id}: {log.reason}.")
+    return 0 if books.intact and log.intact else 1
+
+
+def _verify_checkpoint(settings: Settings, path: str) -> int:
+    """`union audit verify --checkpoint FILE`: the chains, and a signed month-end checkpoint against them."""
+    from treasury.checkpoint import signing_key, verify_checkpoint
+    from union.errors import UnionError
+
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(1_000_000)
+    except OSError as exc:
+        _say(f"error: cannot read {path}: {exc.strerror}")
+        return 2
+
+    async def run(services):
+        async with services.reader() as session:
+            return await verify_checkpoint(session, data, key=signing_key(settings),
+                                           progress=lambda n: _say(f"  checked {n} ledger entries…"))
+
+    try:
+        report = asyncio.run(_with_services(settings, run))
+    except UnionError as exc:
+        _say(f"Checkpoint does NOT match: {exc.message}")
+        return 1
+    _say(f"Checkpoint of {report.month} matches: ledger up to entry seq {report.ledger_seq} and audit log up to "
+         f"event {report.audit_id} are unchanged.")
+    books, log = report.ledger, report.audit
     if books.intact:
         _say(f"Ledger intact: {books.checked} entries checked.")
     else:
@@ -217,8 +262,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_tokens_create)
 
     audit = sub.add_parser("audit", help="tamper evidence").add_subparsers(dest="audit_command", required=True)
-    audit.add_parser("verify", help="check the audit log's hash chain; exit 0 when intact").set_defaults(
-        func=cmd_audit_verify)
+    p = audit.add_parser("verify", help="check the ledger's and the audit log's hash chains; exit 0 when intact")
+    p.add_argument("--checkpoint", metavar="FILE",
+                   help="also check a signed month-end checkpoint (downloaded by the treasurer) against them")
+    p.set_defaults(func=cmd_audit_verify)
 
     keys = sub.add_parser("keys", help="encryption keys").add_subparsers(dest="keys_command", required=True)
     p = keys.add_parser("rotate", help="add a new primary key and re-encrypt every sensitive field under it")

@@ -17,6 +17,8 @@ STAFF = frozenset({Role.collector, Role.welfare_officer, Role.dispatcher, Role.c
 # Staff who work with member records (search, member pages).
 MEMBER_STAFF = frozenset({Role.collector, Role.welfare_officer, Role.office_bearer})
 ALL_ROLES = frozenset(Role)
+# Who audits the books: reports, reconciliation, checkpoints (closing a month is the treasurer's alone).
+BOOKS = frozenset({Role.treasurer, Role.office_bearer})
 
 
 @dataclass(frozen=True)
@@ -123,9 +125,68 @@ RULES: dict[str, Rule] = {
     "api.dues.payments.create": roles(Role.collector),
     "api.members.standing": Rule(roles=MEMBER_STAFF | {Role.member}),
     # Dues: card payments (Stripe)
+    "dues.card": roles(Role.member),
+    "dues.card_checkout": roles(Role.member),
+    "dues.card_autopay": roles(Role.member),
+    "dues.card_autopay_cancel": roles(Role.member),
+    "dues.card_done": roles(Role.member),
+    # Signed by Stripe instead of a CSRF token (checked on the raw body in the route).
+    "dues.stripe_webhook": Rule(public=True, csrf=False),
     # Dues: collection sheets, hand-overs, waivers
-    # Welfare
+    "dues.sheets": roles(Role.collector),
+    "dues.sheet": roles(Role.collector),
+    "dues.sheet_apply": roles(Role.collector),
+    "dues.handover": roles(Role.collector),
+    "dues.handover_cancel": roles(Role.collector),
+    "dues.handovers": roles(Role.treasurer),
+    "dues.handover_confirm": roles(Role.treasurer),
+    "dues.messages": roles(Role.member),
+    "dues.waivers": roles(Role.office_bearer),
+    "dues.waiver_revoke": roles(Role.office_bearer),
+    "api.dues.waivers.create": roles(Role.office_bearer),
+    # Welfare (branch limits and who may decide: can_see_claim / can_decide_claim, checked in welfare.services)
+    "welfare.me": roles(Role.member),
+    "welfare.me_claim": roles(Role.member),
+    "welfare.claims": roles(Role.welfare_officer, Role.office_bearer),
+    "welfare.claim_new": roles(Role.collector, Role.welfare_officer, Role.office_bearer),
+    "welfare.claim": roles(Role.member, Role.welfare_officer, Role.office_bearer),
+    "welfare.claim_approve": roles(Role.welfare_officer),
+    "welfare.claim_reject": roles(Role.welfare_officer),
+    "welfare.claim_pay": roles(Role.welfare_officer, Role.office_bearer),
+    "welfare.claim_appeal": roles(Role.member, Role.collector, Role.welfare_officer, Role.office_bearer),
+    "welfare.claim_appeal_decide": roles(Role.office_bearer),
+    "welfare.claim_withdraw": roles(Role.member, Role.collector, Role.welfare_officer, Role.office_bearer),
+    "welfare.claim_document_upload": roles(Role.member, Role.collector, Role.welfare_officer, Role.office_bearer),
+    "welfare.claim_document": roles(Role.welfare_officer, Role.office_bearer),
+    "welfare.payout_reverse": roles(Role.office_bearer),
+    "welfare.reports": roles(Role.welfare_officer, Role.office_bearer, Role.treasurer),
+    "welfare.schemes": roles(Role.welfare_officer, Role.office_bearer),
+    "welfare.fund": roles(Role.office_bearer, Role.treasurer),
+    "api.members.entitlements": Rule(roles=MEMBER_STAFF | {Role.member}),
+    "api.welfare.claims.create": roles(Role.member, Role.collector, Role.welfare_officer, Role.office_bearer),
+    "api.welfare.claims.get": roles(Role.member, Role.welfare_officer, Role.office_bearer),
+    "api.welfare.claims.approve": roles(Role.welfare_officer),
+    "api.welfare.claims.reject": roles(Role.welfare_officer),
+    "api.welfare.claims.pay": roles(Role.welfare_officer, Role.office_bearer),
+    "api.welfare.fund": roles(Role.welfare_officer, Role.office_bearer, Role.treasurer),
     # Treasurer's books
+    "treasury.index": Rule(roles=BOOKS),
+    "treasury.report": Rule(roles=BOOKS),
+    "treasury.export": Rule(roles=BOOKS),
+    "treasury.statement_find": Rule(roles=BOOKS),
+    "treasury.statement": Rule(roles=BOOKS),
+    "treasury.statement_export": Rule(roles=BOOKS),
+    "treasury.bank": Rule(roles=BOOKS),
+    "treasury.bank_match": Rule(roles=BOOKS),
+    "treasury.reconcile": Rule(roles=BOOKS),
+    "treasury.periods": Rule(roles=BOOKS),
+    "treasury.close": roles(Role.treasurer),
+    "treasury.correct": roles(Role.treasurer),
+    "treasury.checkpoint": Rule(roles=BOOKS),
+    "treasury.verify": Rule(roles=BOOKS),
+    "api.treasury.trial_balance": Rule(roles=BOOKS),
+    # The members' monthly summary: totals only, for every member (and staff) to read.
+    "treasury.summary": LOGGED_IN,
 }
 
 
@@ -178,6 +239,24 @@ def can_see_member(principal: Principal | None, member) -> bool:
 
 def can_enrol_in(principal: Principal, branch_id: int) -> bool:
     return principal.has(Role.collector, branch_id) or principal.has(Role.office_bearer, branch_id)
+
+
+def can_see_claim(principal: Principal | None, branch_id: int) -> bool:
+    """Welfare claim details (diagnosis, cause of death, documents): welfare officers of the
+    member's branch and office bearers only."""
+    if principal is None:
+        return False
+    return principal.has(Role.welfare_officer, branch_id) or principal.has(Role.office_bearer, branch_id)
+
+
+def can_decide_claim(principal: Principal | None, branch_id: int) -> bool:
+    """Approve or reject a welfare claim: welfare officers of the member's branch."""
+    return principal is not None and principal.has(Role.welfare_officer, branch_id)
+
+
+def books_branches(principal: Principal) -> set[int] | None:
+    """Branches whose books the principal may see (None = every branch, the union-wide view)."""
+    return principal.branches_for(BOOKS)
 
 
 HOME_ORDER = [Role.office_bearer, Role.dispatcher, Role.treasurer, Role.welfare_officer, Role.collector,

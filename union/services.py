@@ -3,6 +3,7 @@ app's lifespan, the arq worker's start-up and the CLI."""
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 
 from union.crypto import KeyedHasher, Vault
@@ -34,6 +35,10 @@ class Services:
     async def close(self) -> None:
         if self.jobs is not None:
             await self.jobs.stop()
+        for extra in self.extras.values():
+            close = getattr(extra, "close", None)  # domain clients with connections of their own (billing)
+            if close is not None and inspect.iscoroutinefunction(close):
+                await close()
         if self.http is not None:
             await self.http.aclose()
         if self.redis is not None:

@@ -43,13 +43,14 @@ class Settings(BaseSettings):
     hash_key: str | None = Field(default=None, description="Key of the keyed hash used to find phone numbers; default data_dir/hash.key.")
     stripe_api_key: str | None = None
     stripe_webhook_secret: str | None = None
-    stripe_api_base: str | None = None
+    stripe_api_base: str | None = Field(default=None, description="Stripe API address (a local stand-in in tests); unset = Stripe's.")
+    stripe_test_mode: bool = Field(default=False, description="Without a Stripe key: take card payments through the built-in Stripe stand-in (TEST MODE, no real money). `union serve --demo` turns it on.")
     ack_timeout_seconds: int = 60
     push_allow_local_endpoints: bool = False
     session_idle_minutes: int = 30
     session_max_hours: int = 12
     secure_cookies: bool = Field(default=False, description="Mark cookies Secure; set true behind TLS.")
-    max_body_bytes: int = 1_048_576
+    max_body_bytes: int = 3_145_728  # a 2 MB welfare document with its form
     login_attempts_per_window: int = 10
     public_requests_per_window: int = 30
     rate_window_seconds: int = 300
@@ -60,6 +61,7 @@ class Settings(BaseSettings):
     quick_exit_url: str = "https://www.google.com/search?q=weather"
     log_level: str = "INFO"
     base_url: str = Field(default="http://127.0.0.1:8000", description="Public address, used in SMS links and VAPID claims.")
+    dues_reminder_day: int = Field(default=10, ge=1, le=28, description="Day of the month the dues reminders go to members in grace.")
 
     # Crisis response
     location_stale_seconds: int = 300
@@ -81,6 +83,9 @@ class Settings(BaseSettings):
     sms_account_sid: str | None = None
     sms_auth_token: str | None = Field(default=None, description="Also verifies inbound webhook signatures.")
     sms_from: str | None = None
+
+    # Treasurer's books
+    checkpoint_signing_key: str | None = Field(default=None, description="Ed25519 private key (base64 of 32 bytes) that signs month-end checkpoints; default generated into data_dir/checkpoint_ed25519.key.")
 
     @cached_property
     def resolved_database_url(self) -> str:
@@ -119,6 +124,13 @@ class Settings(BaseSettings):
     @property
     def vapid_key_file(self) -> Path:
         return self.data_dir / "vapid_private.pem"
+
+    @cached_property
+    def resolved_checkpoint_signing_key(self) -> str:
+        import base64
+
+        return self.checkpoint_signing_key or _secret_file(
+            self.data_dir / "checkpoint_ed25519.key", lambda: base64.b64encode(secrets.token_bytes(32)).decode())
 
     def load_encryption_keys(self) -> list[str]:
         """Fernet keys, newest (primary) first."""

@@ -79,6 +79,13 @@ async def sweep_due_work(ctx) -> int:
     return await jobs.sweep(ctx["services"])
 
 
+async def hourly_scheduling(ctx) -> None:
+    """This month's dues reminder row and the Stripe catch-up chain exist (idempotent)."""
+    from workers.periodic import ensure_scheduled_work
+
+    await ensure_scheduled_work(ctx["services"])
+
+
 async def on_startup(ctx) -> None:
     from union.services import build_services
 
@@ -120,7 +127,9 @@ def worker_settings(settings, *, queue_name: str = default_queue_name) -> dict:
         # unique: with several workers on one queue, each tick sweeps once. The
         # name carries the queue because arq derives the cron's job id from it.
         cron_jobs=[cron(sweep_due_work, name=f"cron:{queue_name}:sweep_due_work",
-                        second=set(range(0, 60, every)), unique=True)],
+                        second=set(range(0, 60, every)), unique=True),
+                   cron(hourly_scheduling, name=f"cron:{queue_name}:hourly_scheduling", minute=7, second=0,
+                        unique=True)],
         queue_name=queue_name,
         on_startup=on_startup,
         on_shutdown=on_shutdown,

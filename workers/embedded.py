@@ -37,6 +37,7 @@ class EmbeddedJobs:
     async def start(self) -> None:
         self._tasks = [asyncio.create_task(self._consume(), name=f"union-job-{i}") for i in range(self.concurrency)]
         self._tasks.append(asyncio.create_task(self._sweep_forever(), name="union-sweeper"))
+        self._tasks.append(asyncio.create_task(self._hourly_forever(), name="union-hourly"))
 
     async def stop(self) -> None:
         for timer in self._timers:
@@ -54,6 +55,15 @@ class EmbeddedJobs:
                 await jobs.run_due_work(self.services, work_id)
             except Exception:  # the row stays due; the sweeper retries it
                 log.exception("embedded job %s crashed", work_id)
+
+    async def _hourly_forever(self) -> None:
+        """Like the arq cron: make sure the self-rescheduling rows exist (idempotent), hourly."""
+        from workers.periodic import ensure_scheduled_work
+
+        while True:
+            await asyncio.sleep(min(self.sweep_interval, 5.0))  # let start-up (and migrations) finish first
+            await ensure_scheduled_work(self.services)
+            await asyncio.sleep(3600)
 
     async def _sweep_forever(self) -> None:
         while True:

@@ -5,7 +5,17 @@ the arq worker import it; nothing else needs to."""
 
 import crisis.models  # noqa: F401
 import dues.models  # noqa: F401
+import welfare.models  # noqa: F401
+import dues.card_models  # noqa: F401
+import dues.cash_ops_models  # noqa: F401
+import dues.cash_ops_tasks  # noqa: F401
 import crisis.tasks  # noqa: F401
 import crisis.wiring  # noqa: F401
 import crisis.demo  # noqa: F401
 import dues.demo  # noqa: F401
+import dues.card_tasks  # noqa: F401
+import dues.stripe_billing  # noqa: F401
+import dues.card_demo  # noqa: F401
+import treasury.models  # noqa: F401
+import welfare.tasks  # noqa: F401
+import welfare.demo  # noqa: F401

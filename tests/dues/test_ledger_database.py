@@ -157,3 +157,19 @@ async def test_an_account_keeps_its_code_and_currency(change, services, chart):
         await conn.commit()
         assert (await conn.execute(text("SELECT name FROM ledger_account WHERE code = 'bank'"))).scalar_one() \
             == "State Bank"
+
+
+@pytest.mark.parametrize("sql", [
+    "DELETE FROM ledger_account WHERE code = 'dues_income'",
+    "DELETE FROM ledger_account",
+])
+async def test_an_account_with_postings_cannot_be_deleted(sql, posted, services):
+    """The postings' foreign key keeps the account (an account without postings may go)."""
+    before = await rows(services)
+    message = await refused(services, (sql, {}))
+    assert "FOREIGN KEY" in message.upper()
+    assert await rows(services) == before
+    async with services.engine.connect() as conn:
+        assert (await conn.execute(text("SELECT count(*) FROM ledger_account WHERE code = 'dues_income'"))) \
+            .scalar_one() == 1
+    assert (await verify(services)).intact

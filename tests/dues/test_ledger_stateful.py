@@ -1,9 +1,21 @@
-"""A hypothesis state machine posts cash payments, card payments (with fees),
-refunds, dues charges and waivers, cash hand-overs, reversals, idempotent
-replays, conflicting replays and unbalanced attempts against a real database,
-and after every step checks that every entry sums to zero, that balances equal
-a plain in-memory model, that no posted entry or posting ever changed, and
-that the hash chain is intact.
+"""A hypothesis state machine posts cash payments, card payments, card fees,
+refunds, disputes lost and won, waivers, cash hand-overs, reversals (of any of
+these, reversals included), idempotent replays, conflicting replays and
+unbalanced attempts against a real database, and after every step checks that
+every entry sums to zero, that account balances equal a plain in-memory model,
+that each member's dues credit (what standing counts as paid:
+dues.services.paid_total) equals the model's, that no posted entry or posting
+ever changed, and that the hash chain is intact.
+
+The entries are posted with dues.ledger directly, in the shapes the dues
+services post them (cash: Dr cash:collector / Cr dues_income; card: Dr stripe /
+Cr dues_income; fee: Dr card_fees / Cr stripe; refund and dispute: Dr refunds
+or disputes / Cr stripe, a dispute won the other way round; waiver: Dr
+dues_waived / Cr dues_income; the member's id on every entry that moves their
+credit), so the machine checks the ledger and the standing arithmetic whatever
+service posts them. The model of a member's credit is kept per rule (a payment,
+waiver or won dispute adds its amount, a refund or lost dispute takes it away, a
+reversal undoes its entry's), not from the postings.
 
 How async meets hypothesis: the state machine is synchronous, and the engine
 (asyncpg, aiosqlite) is bound to the test's event loop, where the `services`
@@ -29,6 +41,7 @@ from dues import ledger
 from dues.errors import AlreadyReversed, IdempotencyConflict, UnbalancedEntry
 from dues.models import EntryKind, JournalEntry, Posting
 from dues.money import Money
+from dues.services import paid_total
 from tests.dues.conftest import DAY
 
 amounts = st.integers(min_value=1, max_value=5_000_00)  # paise: up to ₹5,000
@@ -55,7 +68,8 @@ class LedgerMachine(RuleBasedStateMachine):
         self.requests: dict[str, dict] = {}  # entry id -> the post_entry arguments that made it
         self.stored: dict[str, tuple] = {}  # entry id -> its rows as first read back
         self.reversed: set[str] = set()
-        self.expected, self.entries_before = self.wait(self._starting_point())
+        self.credit_moves: dict[str, tuple[int | None, int]] = {}  # entry id -> (member id, credit it adds)
+        self.expected, self.entries_before, self.credit = self.wait(self._starting_point())
 
     def wait(self, coroutine):
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result()
@@ -64,7 +78,8 @@ class LedgerMachine(RuleBasedStateMachine):
         async with self.services.reader() as db:
             balances = await ledger.balances(db)
             count = (await db.execute(select(func.count()).select_from(JournalEntry))).scalar_one()
-        return {code: m.amount_minor for code, m in balances.items()}, count
+            credit = {member_id: await paid_total(db, member_id) for member_id in self.member_ids}
+        return {code: m.amount_minor for code, m in balances.items()}, count, credit
 
     # ------------------------------------------------------------ posting
 
@@ -88,17 +103,22 @@ class LedgerMachine(RuleBasedStateMachine):
                                          params)).all()
         return {row.id: (tuple(row), tuple(tuple(p) for p in postings if p.entry_id == row.id)) for row in entries}
 
-    def _record(self, entry: JournalEntry, request: dict) -> str:
+    def _record(self, entry: JournalEntry, request: dict, credit: int = 0) -> str:
         for code, money in request["lines"]:
             self.expected[code] += money.amount_minor
+        member_id = request.get("member_id")
+        assert credit == 0 or member_id is not None
+        if credit:
+            self.credit[member_id] += credit
+        self.credit_moves[entry.id] = (member_id, credit)
         self.requests[entry.id] = request
         self.stored.update(self.wait(self._rows([entry.id])))
         return entry.id
 
-    def _post_new(self, kind: str, lines: list[ledger.Line], **extra) -> str:
+    def _post_new(self, kind: str, lines: list[ledger.Line], credit: int = 0, **extra) -> str:
         request = dict(key=self._key(kind), kind=kind, lines=lines, description=f"{kind} (test)",
                        effective_date=DAY, **extra)
-        return self._record(self.wait(self._post(request)), request)
+        return self._record(self.wait(self._post(request)), request, credit)
 
     def _cash(self, index: int) -> str:
         return f"{ledger.COLLECTOR_CASH_PREFIX}{self.collectors[index].id}"
@@ -107,30 +127,39 @@ class LedgerMachine(RuleBasedStateMachine):
     def cash_payment(self, collector, member, amount):
         return self._post_new(EntryKind.cash_payment, [(self._cash(collector), Money(amount)),
                                                        ("dues_income", Money(-amount))],
-                              actor=self.collectors[collector], member_id=self.member_ids[member])
-
-    @rule(target=entries, member=st.sampled_from([0, 1]), amount=amounts, fee=st.integers(0, 2_000))
-    def card_payment(self, member, amount, fee):
-        fee = min(fee, amount - 1)  # Stripe's fee is less than the payment
-        lines = [("stripe", Money(amount - fee)), ("dues_income", Money(-amount))]
-        if fee:
-            lines.append(("card_fees", Money(fee)))
-        return self._post_new(EntryKind.card_payment, lines, member_id=self.member_ids[member])
-
-    @rule(target=entries, amount=amounts)
-    def refund(self, amount):
-        return self._post_new(EntryKind.refund, [("refunds", Money(amount)), ("stripe", Money(-amount))])
+                              actor=self.collectors[collector], member_id=self.member_ids[member], credit=amount)
 
     @rule(target=entries, member=st.sampled_from([0, 1]), amount=amounts)
-    def dues_charge(self, member, amount):
-        return self._post_new(EntryKind.dues_charge, [("dues_receivable", Money(amount)),
-                                                      ("dues_income", Money(-amount))],
-                              member_id=self.member_ids[member])
+    def card_payment(self, member, amount):
+        return self._post_new(EntryKind.card_payment, [("stripe", Money(amount)), ("dues_income", Money(-amount))],
+                              member_id=self.member_ids[member], credit=amount)
+
+    @rule(target=entries, fee=st.integers(1, 2_000))
+    def card_fee(self, fee):
+        # Stripe's fee is the union's cost, not the member's: it moves nobody's credit.
+        return self._post_new(EntryKind.card_fee, [("card_fees", Money(fee)), ("stripe", Money(-fee))])
 
     @rule(target=entries, member=st.sampled_from([0, 1]), amount=amounts)
-    def waiver(self, member, amount):
-        return self._post_new(EntryKind.waiver, [("dues_waived", Money(amount)), ("dues_receivable", Money(-amount))],
-                              member_id=self.member_ids[member], actor=self.collectors[0])
+    def refund(self, member, amount):
+        return self._post_new(EntryKind.refund, [("refunds", Money(amount)), ("stripe", Money(-amount))],
+                              member_id=self.member_ids[member], actor=self.collectors[0], credit=-amount)
+
+    @rule(target=entries, member=st.sampled_from([0, 1]), amount=amounts)
+    def dispute(self, member, amount):
+        return self._post_new(EntryKind.dispute, [("disputes", Money(amount)), ("stripe", Money(-amount))],
+                              member_id=self.member_ids[member], credit=-amount)
+
+    @rule(target=entries, member=st.sampled_from([0, 1]), amount=amounts)
+    def dispute_won(self, member, amount):
+        # The bank decided for the union: the money and the member's credit come back.
+        return self._post_new(EntryKind.dispute, [("stripe", Money(amount)), ("disputes", Money(-amount))],
+                              member_id=self.member_ids[member], credit=amount)
+
+    @rule(target=entries, member=st.sampled_from([0, 1]), months=st.integers(1, 6))
+    def waiver(self, member, months):
+        amount = months * 100_00  # waived months count toward standing as if paid
+        return self._post_new(EntryKind.waiver, [("dues_waived", Money(amount)), ("dues_income", Money(-amount))],
+                              member_id=self.member_ids[member], actor=self.collectors[0], credit=amount)
 
     @rule(target=entries, collector=st.sampled_from([0, 1]), amount=amounts)
     def handover(self, collector, amount):
@@ -157,9 +186,9 @@ class LedgerMachine(RuleBasedStateMachine):
         reversal, lines = self.wait(reverse())
         assert sorted(lines) == sorted((code, -m) for code, m in self.requests[entry_id]["lines"])
         self.reversed.add(entry_id)
+        member_id, credit = self.credit_moves[entry_id]
         return self._record(reversal, dict(key=key, kind=EntryKind.reversal, lines=lines, description="correction",
-                                           effective_date=DAY, member_id=self.requests[entry_id].get("member_id"),
-                                           reverses=entry_id))
+                                           effective_date=DAY, member_id=member_id, reverses=entry_id), -credit)
 
     @rule(entry_id=entries)
     def replay(self, entry_id):
@@ -206,16 +235,18 @@ class LedgerMachine(RuleBasedStateMachine):
         async with self.services.reader() as db:
             balances = await ledger.balances(db)
             report = await ledger.verify_ledger_chain(db)
-        return balances, report
+            credit = {member_id: await paid_total(db, member_id) for member_id in self.member_ids}
+        return balances, report, credit
 
     @invariant()
     def every_entry_sums_to_zero(self):
         assert self.wait(self._unbalanced_entries()) == []
 
     @invariant()
-    def balances_match_the_model_and_the_chain_is_intact(self):
-        balances, report = self.wait(self._books())
+    def balances_and_member_credit_match_the_model_and_the_chain_is_intact(self):
+        balances, report, credit = self.wait(self._books())
         assert {code: m.amount_minor for code, m in balances.items()} == self.expected
+        assert credit == self.credit
         assert sum(self.expected.values()) == 0
         assert report.intact, report
         assert report.checked == self.entries_before + len(self.requests)

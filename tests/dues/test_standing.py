@@ -108,6 +108,65 @@ def test_adding_a_payment_never_moves_paid_through_back_and_arrears_never_negati
     assert after.status in {s.value for s in StandingStatus}
 
 
+def month_by_month(*, joined_on, today, rates, paid_minor, grace_months, exempt=False):
+    """The first implementation of compute_standing, one month at a time: the reference the
+    stretch-at-a-time walk (fast enough for 100,000 members) must agree with."""
+    import bisect
+
+    from dues.services import MAX_ADVANCE_MONTHS, month_index, month_label
+
+    ordered = sorted(rates)
+    starts = [month_index(start) if start.day == 1 else month_index(start) + 1 for start, _ in ordered]
+
+    def rate(month):
+        return ordered[max(bisect.bisect_right(starts, month) - 1, 0)][1]
+
+    join, now = month_index(joined_on), month_index(today)
+    remaining, month = max(paid_minor, 0), join
+    while month <= max(now, join) + MAX_ADVANCE_MONTHS:
+        due = rate(month)
+        if (due == 0 and month > now) or due > remaining:
+            break
+        remaining -= due
+        month += 1
+    paid_through = month - 1 if month > join else None
+    arrears = max(sum(rate(m) for m in range(join, now + 1)) - max(paid_minor, 0), 0)
+    behind = now - (paid_through if paid_through is not None else join - 1)
+    if exempt:
+        status, arrears = "exempt", 0
+    elif join >= now and paid_minor <= 0:
+        status = "new"
+    elif behind <= 0:
+        status = "current"
+    elif behind <= grace_months:
+        status = "grace"
+    else:
+        status = "lapsed"
+    return status, (month_label(paid_through) if paid_through is not None else None), arrears
+
+
+# Rates cluster in a few months so that several start in one month, mid-month starts and zero rates occur.
+clustered_dates = st.builds(D, st.integers(2023, 2026), st.integers(1, 12), st.sampled_from([1, 1, 2, 15, 28]))
+any_rates = st.lists(st.tuples(st.one_of(dates, clustered_dates), st.sampled_from([0, 1, 5000, 10000, 15000])
+                               | st.integers(0, 50000)), min_size=1, max_size=5)
+
+
+@hsettings(max_examples=600, deadline=None)
+@given(joined=st.one_of(dates, clustered_dates), today=st.one_of(dates, clustered_dates), rates=any_rates,
+       paid=st.one_of(st.integers(-10000, 0), st.integers(0, 100_000), st.integers(0, 50_000_000)),
+       grace=st.integers(0, 6), exempt=st.booleans())
+def test_the_fast_walk_agrees_with_the_month_by_month_walk(joined, today, rates, paid, grace, exempt):
+    fast = calc(joined, paid, rates=rates, today=today, grace=grace, exempt=exempt)
+    assert (fast.status, fast.paid_through, fast.arrears_minor) == month_by_month(
+        joined_on=joined, today=today, rates=rates, paid_minor=paid, grace_months=grace, exempt=exempt)
+
+
+def test_advance_payment_at_a_tiny_rate_stops_at_the_advance_limit():
+    s = calc(D(2025, 4, 1), 10**9, rates=[(D(2000, 1, 1), 1)])
+    assert s.paid_through == month_by_month(joined_on=D(2025, 4, 1), today=TODAY, rates=[(D(2000, 1, 1), 1)],
+                                            paid_minor=10**9, grace_months=2)[1] == "2125-06"
+
+
 # --- Loaded from the database -----------------------------------------------------
 
 

@@ -1,0 +1,64 @@
+"""Joining fees: a plan may ask a one-time fee (`dues_plan.joining_fee_minor`, 0 = none,
+in `joining_fee_currency`, INR by default). It is booked from the member's first cash
+payment: the same journal entry gets an extra line, Cr joining_fee_income, and only the
+rest of the payment is credited to dues_income (and so counts toward standing).
+
+"First" means: the member's entries have no net credit to joining_fee_income yet (a
+reversed fee is owed again). The check runs with the ledger head locked, so two
+collectors taking a member's first payment at the same moment book the fee once.
+A first payment smaller than the fee is refused: nothing is posted.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from dues.errors import InvalidAmount
+from dues.ledger import Line, lock_head
+from dues.models import DuesAccount, DuesPlan, JournalEntry, LedgerAccount, Posting
+from dues.money import Money, format_money
+from union.i18n import _
+from union.models import Member
+
+JOINING_FEE_ACCOUNT = "joining_fee_income"
+
+
+async def plan_joining_fee(session: AsyncSession, member: Member) -> Money | None:
+    """The joining fee of the member's plan (the standard plan without a dues account), or None."""
+    plan_id = (await session.execute(
+        select(DuesAccount.plan_id).where(DuesAccount.member_id == member.id))).scalar_one_or_none()
+    query = select(DuesPlan.joining_fee_minor, DuesPlan.joining_fee_currency)
+    query = query.where(DuesPlan.id == plan_id) if plan_id else query.where(DuesPlan.code == "standard")
+    row = (await session.execute(query)).first()
+    if row is None or not row.joining_fee_minor:
+        return None
+    return Money(int(row.joining_fee_minor), row.joining_fee_currency)
+
+
+async def joining_fee_paid(session: AsyncSession, member_id: int) -> int:
+    """Net joining fee booked for the member, in minor units (credit positive)."""
+    total = (await session.execute(
+        select(func.coalesce(-func.sum(Posting.amount_minor), 0))
+        .join(JournalEntry, JournalEntry.id == Posting.entry_id)
+        .join(LedgerAccount, LedgerAccount.id == Posting.account_id)
+        .where(LedgerAccount.code == JOINING_FEE_ACCOUNT, JournalEntry.member_id == member_id))).scalar_one()
+    return int(total)
+
+
+async def payment_lines(session: AsyncSession, *, member: Member, cash_account: str, amount: Money) -> list[Line]:
+    """The lines of a cash payment's entry: Dr cash / Cr dues_income, with the joining fee taken
+    first when the member still owes it."""
+    fee = await plan_joining_fee(session, member)
+    if fee is None or fee.currency != amount.currency:
+        return [(cash_account, amount), ("dues_income", -amount)]
+    await lock_head(session)  # the fee check must stay true until our entry is posted
+    if await joining_fee_paid(session, member.id) >= fee.amount_minor:
+        return [(cash_account, amount), ("dues_income", -amount)]
+    if amount < fee:
+        raise InvalidAmount(_("The first payment must include the joining fee of %(fee)s.",
+                              fee=format_money(fee)), field="amount_minor")
+    lines: list[Line] = [(cash_account, amount), (JOINING_FEE_ACCOUNT, -fee)]
+    if amount > fee:
+        lines.append(("dues_income", -(amount - fee)))
+    return lines
