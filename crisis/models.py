@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 from enum import StrEnum
 
-from sqlalchemy import Column, Index, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Column, Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from union.models import SENSITIVE_COLUMNS, utcnow
@@ -82,6 +82,18 @@ class Team(SQLModel, table=True):
     languages: str = Field(default="", max_length=60)  # space-separated ISO 639-1 codes
     current_incident_id: int | None = Field(default=None)
     created_at: dt.datetime = Field(default_factory=utcnow)
+    # Change stamp: on SQLite the database sets it from TeamClock on every insert and update (triggers
+    # of migration 0009), whatever the writer; the dispatch cache reads the rows stamped after its own.
+    version: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, index=True, default=0))
+
+
+class TeamClock(SQLModel, table=True):
+    """One row: the newest team change stamp, and an epoch that grows when a team is deleted
+    (see crisis/teamcache.py; maintained by the database's triggers on SQLite only)."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    version: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
+    epoch: int = Field(default=0)
 
 
 class TeamMember(SQLModel, table=True):

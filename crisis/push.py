@@ -96,10 +96,28 @@ def endpoint_allowed(endpoint: str, *, allow_local: bool) -> bool:
 
 
 class WebPushSender:
+    # A VAPID signature is valid for 12 h; one is reused per push service for at most this long, so
+    # most pushes need no new ECDSA signature (the `exp` claim always lies 11 h or more ahead).
+    SIGNATURE_REUSE_SECONDS = 3600
+
     def __init__(self, client: httpx.AsyncClient, vapid: Vapid02, subject: str):
         self.client = client
         self.vapid = vapid
         self.subject = subject
+        self._signed: dict[str, tuple[float, dict]] = {}  # audience -> (made at, headers)
+
+    def _vapid_headers(self, audience: str) -> dict:
+        now = time.time()
+        cached = self._signed.get(audience)
+        if cached is not None and now - cached[0] < self.SIGNATURE_REUSE_SECONDS:
+            return cached[1]
+        # Fresh claims for each audience: pywebpush/py_vapid write `aud` into the dict they are given.
+        claims = {"sub": self.subject, "aud": audience, "exp": int(now) + 12 * 3600}
+        headers = dict(self.vapid.sign(claims))
+        if len(self._signed) > 1000:  # bounded: a handful of push services in practice
+            self._signed.clear()
+        self._signed[audience] = (now, headers)
+        return headers
 
     async def send(self, *, endpoint: str, p256dh: str, auth: str, payload: dict, ttl: int,
                    urgency: str = "high") -> PushResult:
@@ -110,9 +128,7 @@ class WebPushSender:
             # Not a P-256 point or not base64: no retry can fix that, so do not hold up the SMS fallback.
             return PushResult(0, unusable=True)
         url = urlparse(endpoint)
-        # Fresh claims for each endpoint: pywebpush/py_vapid write `aud` into the dict they are given.
-        claims = {"sub": self.subject, "aud": f"{url.scheme}://{url.netloc}", "exp": int(time.time()) + 12 * 3600}
-        headers = dict(self.vapid.sign(claims))
+        headers = dict(self._vapid_headers(f"{url.scheme}://{url.netloc}"))
         headers.update({"TTL": str(ttl), "Urgency": urgency, "Content-Encoding": "aes128gcm",
                         "Content-Type": "application/octet-stream"})
         try:

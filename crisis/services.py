@@ -132,11 +132,18 @@ async def create_incident(session: AsyncSession, svc, *, intake: Intake, actor: 
     )
     session.add(incident)
     await session.flush()
+    # The ranking only reads, so it comes before the audit record: the audit chain's head stays locked
+    # from there until commit (on PostgreSQL every intake and answer waits for it), and should be held
+    # for the writes alone. The reservation after it is conditional, as always.
+    ranking = None
+    if where.lat is not None:
+        ranking = await rank_for(session, svc, lat=where.lat, lon=where.lon, kind=incident.kind,
+                                 language=incident.language, exclude=set(), now=now, committed_only=True)
     await audit.record(session, action="incident.create", actor=actor.user if actor else None,
                        target_type="incident", target_id=incident.reference,
                        detail={"kind": incident.kind, "source": incident.source,
                                "branch": branch.code if branch else None})
-    works = await dispatch(session, svc, incident, now=now)
+    works = await dispatch(session, svc, incident, now=now, fresh=True, ranking=ranking)
     return incident, token, works
 
 
@@ -171,13 +178,22 @@ async def teams_near(session: AsyncSession, lat: float, lon: float, radius_km: f
 
 
 async def rank_for(session: AsyncSession, svc, *, lat: float, lon: float, kind: str, language: str,
-                   exclude: set[int], now: dt.datetime) -> Ranking:
-    """The normal radius first (a small box: fast), the wide radius only when it found nobody."""
+                   exclude: set[int], now: dt.datetime, committed_only: bool = False) -> Ranking:
+    """The normal radius first (a small box: fast), the wide radius only when it found nobody.
+
+    With the in-memory team table (SQLite, crisis/teamcache.py) one small query brings it up to date;
+    `committed_only`: this session has changed no team row (yet), so what it reads may enter the copy
+    every decision of the process shares."""
     s = svc.settings
     stale = dt.timedelta(seconds=s.location_stale_seconds)
+    cache = svc.extras.get("team_cache")
+    overlay = await cache.refresh(session, committed_only=committed_only) if cache is not None else None
     ranking = Ranking([])
     for radius in (s.dispatch_radius_km, s.dispatch_wide_radius_km):
-        teams = await teams_near(session, lat, lon, radius)
+        if overlay is not None:
+            teams = cache.near(lat, lon, bounding_box(lat, lon, radius), overlay)
+        else:
+            teams = await teams_near(session, lat, lon, radius)
         ranking = rank_teams(lat=lat, lon=lon, kind=kind, language=language, teams=teams, now=now,
                              stale_after=stale, radius_km=s.dispatch_radius_km, wide_radius_km=radius,
                              exclude=exclude)
@@ -205,10 +221,6 @@ async def _release(session: AsyncSession, team_id: int, incident_id: int) -> Non
         .values(status=TeamStatus.available, current_incident_id=None))
 
 
-async def team_member_ids(session: AsyncSession, team_id: int) -> list[int]:
-    return list((await session.execute(select(TeamMember.user_id).where(TeamMember.team_id == team_id))).scalars())
-
-
 async def _push_to_users(session: AsyncSession, user_ids: list[int], message: dict, *, key: str,
                          offer_id: int | None = None) -> list[DueWork]:
     works = []
@@ -222,6 +234,19 @@ async def _push_to_users(session: AsyncSession, user_ids: list[int], message: di
     return works
 
 
+async def _push_offer_to_team(session: AsyncSession, offer_id: int, team_id: int) -> list[DueWork]:
+    """One push row per device of the team's members, found in one query; the offer is new in this
+    transaction, so its rows need no "already scheduled?" look-up (jobs.schedule fresh=True)."""
+    subs = (await session.execute(
+        select(PushSubscription.id).join(TeamMember, TeamMember.user_id == PushSubscription.user_id)
+        .where(TeamMember.team_id == team_id).order_by(PushSubscription.id))).scalars().all()
+    message = {"type": "offer", "offer": offer_id}
+    return [await jobs.schedule(session, kind="crisis.push", key=f"push:offer:{offer_id}:{sub_id}",
+                                payload={"subscription": sub_id, "message": message, "offer": offer_id},
+                                max_attempts=6, fresh=True)
+            for sub_id in dict.fromkeys(subs)]
+
+
 async def _offer(session: AsyncSession, svc, incident: Incident, team_id: int, *, now: dt.datetime,
                  distance_km: float | None, broadcast: bool = False, eta_seconds: int | None = None) -> list[DueWork]:
     ack = svc.settings.ack_timeout_seconds
@@ -229,17 +254,15 @@ async def _offer(session: AsyncSession, svc, incident: Incident, team_id: int, *
                   distance_km=round(distance_km, 2) if distance_km is not None else None, eta_seconds=eta_seconds,
                   broadcast=broadcast)
     session.add(offer)
-    await session.flush()
-    members = await team_member_ids(session, team_id)
-    works = await _push_to_users(session, members, {"type": "offer", "offer": offer.id}, key=f"push:offer:{offer.id}",
-                                 offer_id=offer.id)
+    await session.flush()  # the offer's id names its due work
+    works = await _push_offer_to_team(session, offer.id, team_id)
     # Without any push subscription the SMS goes at once; otherwise at half the window if still unanswered.
     sms_at = now if not works else now + dt.timedelta(seconds=ack / 2)
     works.append(await jobs.schedule(session, kind="crisis.offer_sms", key=f"offer-sms:{offer.id}",
-                                     payload={"offer": offer.id}, due_at=sms_at))
+                                     payload={"offer": offer.id}, due_at=sms_at, fresh=True))
     if not broadcast:
         works.append(await jobs.schedule(session, kind="crisis.offer_deadline", key=f"offer-deadline:{offer.id}",
-                                         payload={"offer": offer.id}, due_at=offer.deadline_at))
+                                         payload={"offer": offer.id}, due_at=offer.deadline_at, fresh=True))
     if incident.status == IncidentStatus.new:
         incident.status = IncidentStatus.offered
     if incident.offered_at is None:
@@ -248,12 +271,21 @@ async def _offer(session: AsyncSession, svc, incident: Incident, team_id: int, *
     return works
 
 
-async def dispatch(session: AsyncSession, svc, incident: Incident, *, now: dt.datetime) -> list[DueWork]:
-    """Offer the incident to as many teams as it still needs, or escalate."""
-    # A retry of dispatch must not offer the incident while a team is accepting it.
-    await session.flush()
-    await _lock_incident(session, incident.id)
-    offers = list((await session.execute(select(Offer).where(Offer.incident_id == incident.id))).scalars())
+async def dispatch(session: AsyncSession, svc, incident: Incident, *, now: dt.datetime,
+                   fresh: bool = False, ranking: Ranking | None = None) -> list[DueWork]:
+    """Offer the incident to as many teams as it still needs, or escalate.
+
+    fresh=True: the incident was created in this transaction (intake), so no other transaction can
+    see it yet: there is nothing to lock and it has no offers; and the transaction changed no team
+    row before it (what the in-memory team table relies on, see rank_for). `ranking`: rank_for's answer
+    for the fresh incident, made by the caller a moment before (see create_incident)."""
+    if fresh:
+        offers: list[Offer] = []
+    else:
+        # A retry of dispatch must not offer the incident while a team is accepting it.
+        await session.flush()
+        await _lock_incident(session, incident.id)
+        offers = list((await session.execute(select(Offer).where(Offer.incident_id == incident.id))).scalars())
     live = [o for o in offers if o.status in (OfferStatus.pending, OfferStatus.accepted) and not o.broadcast]
     accepted = [o for o in offers if o.status == OfferStatus.accepted]
     need = incident.teams_needed - max(len(live), len(accepted))
@@ -262,23 +294,36 @@ async def dispatch(session: AsyncSession, svc, incident: Incident, *, now: dt.da
     point = incident_point(svc, incident)
     if point is None:
         return await escalate(session, svc, incident, now=now, reason="no location")
-    ranking = await rank_for(session, svc, lat=point[0], lon=point[1], kind=incident.kind,
-                             language=incident.language, exclude={o.team_id for o in offers}, now=now)
+    early = ranking is not None and fresh  # ranked before this transaction took the audit head
+    if not early:
+        ranking = await rank_for(session, svc, lat=point[0], lon=point[1], kind=incident.kind,
+                                 language=incident.language, exclude={o.team_id for o in offers}, now=now,
+                                 committed_only=fresh)
     works: list[DueWork] = []
     chosen: list[int] = []
     lost: list[dict] = []
-    for candidate in ranking.ordered:
-        if len(chosen) == need:
-            break
+    candidates = list(ranking.ordered)
+    while candidates and len(chosen) < need:
+        candidate = candidates.pop(0)
         if await _reserve(session, candidate.team.id, incident.id):
             chosen.append(candidate.team.id)
             works += await _offer(session, svc, incident, candidate.team.id, now=now,
                                   distance_km=candidate.distance_km, eta_seconds=candidate.eta_seconds)
+        elif early:
+            # Other intakes reserved teams while this one waited for the audit head (PostgreSQL): rank
+            # once more rather than try the old order team by team, a statement each while every other
+            # intake waits. The new ranking gives the reserved teams their reason (not available).
+            early = False
+            ranking = await rank_for(session, svc, lat=point[0], lon=point[1], kind=incident.kind,
+                                     language=incident.language, exclude={o.team_id for o in offers} | set(chosen),
+                                     now=now)
+            candidates = list(ranking.ordered)
         else:
             lost.append({"team": candidate.team.id, "name": candidate.team.name, "km": round(candidate.distance_km, 2),
                          "reason": "reserved by another incident a moment ago"})
     lost += _passed_for_travel_time(ranking, chosen, {p["team"] for p in lost})
-    detail = {"step": ranking.step, "chosen": chosen, "passed_over": ranking.passed_over + lost,
+    passed = [p for p in ranking.passed_over if p["team"] not in chosen]
+    detail = {"step": ranking.step, "chosen": chosen, "passed_over": passed + lost,
               "needed": need, "language": incident.language, "skills": sorted(KIND_SKILLS.get(incident.kind, ()))}
     session.add(DispatchDecision(incident_id=incident.id, at=now, chosen_team_id=chosen[0] if chosen else None,
                                  outcome="offered" if chosen else "no_team", detail=json.dumps(detail)))

@@ -22,43 +22,53 @@ class PushRetry(Exception):
     """The push service asked us to try again later (429 or 5xx)."""
 
 
+# A device that took a push less than this long ago needs no new "last success" write.
+SUCCESS_STAMP_EVERY = dt.timedelta(minutes=10)
+
+
 @jobs.due_handler("crisis.push")
 async def send_push(session, svc, payload: dict):
     offer_id = payload.get("offer")
-    if offer_id is not None:
-        offer = await session.get(Offer, offer_id)
-        if offer is None or offer.status != OfferStatus.pending:
-            return []  # answered already: do not wake anyone
-    sub = await session.get(PushSubscription, payload["subscription"])
-    if sub is None:
+    sub_id = payload["subscription"]
+    subs = PushSubscription.__table__
+    offer_status = (select(Offer.status).where(Offer.id == offer_id).scalar_subquery() if offer_id is not None
+                    else None)
+    # Read in a read-only transaction: on SQLite a write transaction holds the one write lock, and new
+    # help requests (or answers to offers) must not wait for a push being sent. Nothing is written
+    # before the push service answers; `session` begins (and takes the lock) only for the writes after.
+    async with svc.reader() as reader:
+        row = (await reader.execute(
+            select(subs.c.endpoint, subs.c.p256dh, subs.c.auth, subs.c.failures, subs.c.last_success_at,
+                   *([offer_status] if offer_status is not None else []))
+            .where(subs.c.id == sub_id))).one_or_none()
+    if row is None:
         return []
-    sub_id, target = sub.id, {"endpoint": sub.endpoint, "p256dh": sub.p256dh, "auth": sub.auth}
-    # End the read before calling out: on SQLite a transaction holds the one write lock, and a slow push
-    # service must not keep new help requests (or answers to offers) waiting. Nothing was written yet.
-    await session.rollback()
+    if offer_id is not None and row[5] != OfferStatus.pending:
+        return []  # answered already (or gone): do not wake anyone
     # The message must outlive the acknowledgement window on a phone that is briefly offline.
     ttl = max(svc.settings.ack_timeout_seconds, 60)
-    result = await svc.extras["push"].send(**target, payload=payload["message"], ttl=ttl, urgency="high")
+    result = await svc.extras["push"].send(endpoint=row.endpoint, p256dh=row.p256dh, auth=row.auth,
+                                           payload=payload["message"], ttl=ttl, urgency="high")
     if result.retry:
         raise PushRetry(f"push service answered {result.status}")
-    sub = await session.get(PushSubscription, sub_id)
+    now = utcnow()
     if result.ok:
-        if sub is not None:
-            sub.last_success_at, sub.failures = utcnow(), 0
-            session.add(sub)
+        last = row.last_success_at
+        if last is not None and last.tzinfo is None:
+            last = last.replace(tzinfo=dt.UTC)
+        if row.failures or last is None or now - last > SUCCESS_STAMP_EVERY:
+            await session.execute(subs.update().where(subs.c.id == sub_id).values(last_success_at=now, failures=0))
         return []
-    if sub is not None:
-        if result.gone:
-            await session.delete(sub)
-        else:
-            sub.failures += 1
-            session.add(sub)
+    if result.gone:
+        await session.execute(subs.delete().where(subs.c.id == sub_id))
+    else:
+        await session.execute(subs.update().where(subs.c.id == sub_id).values(failures=subs.c.failures + 1))
     # Push failed for good on this device: do not wait for half the window before the SMS.
     if offer_id is not None:
         await session.execute(
             jobs.DueWork.__table__.update()
             .where(jobs.DueWork.key == f"offer-sms:{offer_id}", jobs.DueWork.state == "pending")
-            .values(due_at=utcnow()))
+            .values(due_at=now))
         return [w for w in (await session.execute(select(jobs.DueWork).where(
             jobs.DueWork.key == f"offer-sms:{offer_id}"))).scalars()]
     return []

@@ -36,7 +36,7 @@ from union.i18n import _
 from union.models import Role, RoleGrant, User, utcnow
 from union.policy import Principal
 
-MAX_HANDOVER_MINOR = 100_000_000  # Rs 10,00,000: far above what one collector carries
+MAX_HANDOVER_MINOR = 1_000_000_000  # Rs 1,00,00,000: a typing-slip guard, far above a year of a big branch
 
 
 def cash_account_code(user_id: int) -> str:

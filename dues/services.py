@@ -183,6 +183,29 @@ async def standing(session: AsyncSession, *, member: Member, today: dt.date, gra
                             exempt=bool(account and account.exempt), currency=currency)
 
 
+async def change_rate(session: AsyncSession, *, plan_code: str, monthly_minor: object, effective_from: dt.date,
+                      today: dt.date, currency: str = DEFAULT_CURRENCY, actor=None) -> DuesRate:
+    """A new monthly amount for a plan from the first day of a coming month. Months already due keep
+    the rate that was in force then, so the date may not be in the past (that would rewrite arrears)."""
+    plan = (await session.execute(select(DuesPlan).where(DuesPlan.code == plan_code))).scalar_one_or_none()
+    if plan is None:
+        raise NotFound(_("No dues plan %(code)s.", code=plan_code), field="plan")
+    if isinstance(monthly_minor, bool) or not isinstance(monthly_minor, int) or not 0 <= monthly_minor <= MAX_CASH_PAYMENT_MINOR:
+        raise InvalidAmount(_("The amount must be a whole number of paise."), field="monthly_minor")
+    if effective_from.day != 1 or month_index(effective_from) <= month_index(today):
+        raise InvalidInput(_("A new rate starts on the first day of a coming month."), field="effective_from")
+    if (await session.execute(select(DuesRate.id).where(DuesRate.plan_id == plan.id,
+                                                        DuesRate.effective_from == effective_from))).first():
+        raise Conflict(_("This plan already has a rate from that day."), field="effective_from")
+    rate = DuesRate(plan_id=plan.id, monthly_minor=monthly_minor, currency=currency, effective_from=effective_from)
+    session.add(rate)
+    await session.flush()
+    await audit.record(session, action="dues.rate_changed", actor=actor, target_type="dues_plan", target_id=plan.code,
+                       detail={"monthly_minor": monthly_minor, "currency": currency,
+                               "effective_from": effective_from.isoformat()})
+    return rate
+
+
 async def member_payments(session: AsyncSession, member_id: int) -> list[CashPayment]:
     return list((await session.execute(
         select(CashPayment).where(CashPayment.member_id == member_id)

@@ -111,6 +111,35 @@ def cmd_users_create(settings: Settings, args) -> int:
     return 0
 
 
+def cmd_dues_rate(settings: Settings, args) -> int:
+    import datetime as dt
+
+    from dues import services as dues
+    from union.errors import UnionError
+
+    try:
+        start = dt.date.fromisoformat(args.starting)
+    except ValueError:
+        _say("error: --from must be a date YYYY-MM-DD (the first day of a month)")
+        return 1
+
+    async def run(services):
+        async with services.sessions() as session:
+            rate = await dues.change_rate(session, plan_code=args.plan, monthly_minor=args.monthly_minor,
+                                          effective_from=start, today=dt.date.today(),
+                                          currency=settings.default_currency)
+            await session.commit()
+            return rate
+
+    try:
+        rate = asyncio.run(_with_services(settings, run))
+    except UnionError as exc:
+        _say(f"error: {exc.message}")
+        return 1
+    _say(f"Plan {args.plan}: {rate.monthly_minor} {rate.currency} minor units a month from {rate.effective_from}.")
+    return 0
+
+
 def cmd_tokens_create(settings: Settings, args) -> int:
     from union import accounts
     from union.errors import UnionError
@@ -260,6 +289,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--username", required=True)
     p.add_argument("--label", default="")
     p.set_defaults(func=cmd_tokens_create)
+
+    dues_cmd = sub.add_parser("dues", help="dues plans").add_subparsers(dest="dues_command", required=True)
+    p = dues_cmd.add_parser("rate", help="set a plan's monthly amount from the first day of a coming month")
+    p.add_argument("--plan", required=True, help="plan code, e.g. standard or concessional")
+    p.add_argument("--monthly-minor", type=int, required=True, help="monthly amount in minor units (paise)")
+    p.add_argument("--from", dest="starting", required=True, help="YYYY-MM-01, a coming month")
+    p.set_defaults(func=cmd_dues_rate)
 
     audit = sub.add_parser("audit", help="tamper evidence").add_subparsers(dest="audit_command", required=True)
     p = audit.add_parser("verify", help="check the ledger's and the audit log's hash chains; exit 0 when intact")

@@ -51,20 +51,28 @@ class JobQueue(Protocol):
 
 
 async def schedule(session: AsyncSession, *, kind: str, key: str, payload: dict | None = None,
-                   due_at: dt.datetime | None = None, max_attempts: int = 8) -> DueWork:
+                   due_at: dt.datetime | None = None, max_attempts: int = 8, fresh: bool = False) -> DueWork:
     """Add a due-work row in the caller's transaction; the same key twice returns the first row.
 
     Payloads carry ids only, never sensitive values.
+
+    fresh=True: the key names a row created in this very transaction (e.g. `offer-sms:<new offer id>`),
+    so no earlier row can hold it: no look-up, and no flush of its own; the row is inserted with the
+    caller's next flush (commit_and_nudge flushes rows that have no id yet; PostgreSQL takes them in one
+    multi-row INSERT).
+    A key that exists after all still fails loudly on the unique constraint.
     """
     if kind not in HANDLERS:
         raise ValueError(f"no handler registered for due work of kind {kind!r}")
-    existing = (await session.execute(select(DueWork).where(DueWork.key == key))).scalar_one_or_none()
-    if existing:
-        return existing
+    if not fresh:
+        existing = (await session.execute(select(DueWork).where(DueWork.key == key))).scalar_one_or_none()
+        if existing:
+            return existing
     work = DueWork(kind=kind, key=key, payload=json.dumps(payload or {}), due_at=due_at or utcnow(),
                    max_attempts=max_attempts)
     session.add(work)
-    await session.flush()
+    if not fresh:
+        await session.flush()
     return work
 
 
@@ -90,6 +98,9 @@ async def commit_and_nudge(session: AsyncSession, queue: JobQueue | None, works:
     them, so the caller's request succeeds. Without a queue (the CLI, or the
     worker's own services) the sweeper runs them.
     """
+    works = list(works)
+    if any(work.id is None for work in works):  # scheduled with fresh=True and not flushed yet
+        await session.flush()
     timed = [(work.id, work.due_at) for work in works]
     await session.commit()
     if not timed or queue is None:

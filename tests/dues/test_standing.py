@@ -8,9 +8,11 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from sqlalchemy import select
 from hypothesis import given, settings as hsettings, strategies as st
 
 from dues.models import DuesAccount, DuesPlan
+from dues import services as dues_services
 from dues.services import StandingStatus, compute_standing, standing
 from union.models import Member
 
@@ -190,3 +192,51 @@ async def test_standing_from_the_database_uses_plan_and_exemption(services, bran
         s = await standing(db, member=m, today=TODAY, grace_months=2)
         assert s.as_json() == {"status": "exempt", "paid_through": None, "arrears_minor": 0, "currency": "INR"}
         await db.commit()
+
+
+async def test_rate_change_applies_from_a_coming_month_only(services):
+    from dues.errors import InvalidAmount
+    from dues.models import DuesPlan, DuesRate
+    from union.errors import Conflict, InvalidInput, NotFound
+    from union.models import AuditEvent
+
+    today = dt.date(2026, 11, 29)
+    async with services.sessions() as db:
+        rate = await dues_services.change_rate(db, plan_code="standard", monthly_minor=12000,
+                                               effective_from=dt.date(2027, 1, 1), today=today)
+        await db.commit()
+    assert (rate.monthly_minor, rate.effective_from) == (12000, dt.date(2027, 1, 1))
+    for kw, error in [({"plan_code": "gold"}, NotFound), ({"monthly_minor": -1}, InvalidAmount),
+                      ({"monthly_minor": 1.5}, InvalidAmount),
+                      ({"effective_from": dt.date(2026, 11, 1)}, InvalidInput),  # this month: already due
+                      ({"effective_from": dt.date(2027, 2, 15)}, InvalidInput),
+                      ({"effective_from": dt.date(2027, 1, 1)}, Conflict)]:
+        async with services.sessions() as db:
+            args = {"plan_code": "standard", "monthly_minor": 15000, "effective_from": dt.date(2027, 3, 1)} | kw
+            with pytest.raises(error):
+                await dues_services.change_rate(db, today=today, **args)
+            await db.rollback()
+    async with services.reader() as db:
+        plan = (await db.execute(select(DuesPlan).where(DuesPlan.code == "standard"))).scalar_one()
+        rates = [(r.effective_from, r.monthly_minor) for r in (await db.execute(
+            select(DuesRate).where(DuesRate.plan_id == plan.id).order_by(DuesRate.effective_from))).scalars()]
+        audited = (await db.execute(select(AuditEvent).where(AuditEvent.action == "dues.rate_changed"))).scalars().all()
+    assert rates == [(dt.date(2000, 1, 1), 10000), (dt.date(2027, 1, 1), 12000)]
+    assert len(audited) == 1 and audited[0].target_id == "standard"
+    # Months before the change keep the old rate: a member paid up at Rs 100 stays so until January.
+    standing = dues_services.compute_standing(joined_on=dt.date(2026, 12, 1), today=dt.date(2027, 1, 15),
+                                              rates=rates, paid_minor=10000 + 12000, grace_months=2)
+    assert standing.paid_through == "2027-01"
+
+
+def test_cli_sets_a_coming_rate_and_refuses_a_past_one(settings, services):
+    from tests.conftest import run_cli
+    from tests.union.test_accounts import cli_env
+
+    env = cli_env(settings)
+    r = run_cli("dues", "rate", "--plan", "concessional", "--monthly-minor", "6000", "--from", "2099-01-01", env=env)
+    assert r.returncode == 0 and "6000 INR" in r.stdout and "2099-01-01" in r.stdout
+    r = run_cli("dues", "rate", "--plan", "concessional", "--monthly-minor", "6000", "--from", "2001-01-01", env=env)
+    assert r.returncode == 1 and "first day of a coming month" in r.stdout
+    r = run_cli("dues", "rate", "--plan", "concessional", "--monthly-minor", "6000", "--from", "soon", env=env)
+    assert r.returncode == 1 and "YYYY-MM-DD" in r.stdout
