@@ -23,8 +23,9 @@ Timed three times each (the best and the median are printed), the Python walk on
   plain SQL: sum by account    SELECT account_id, sum(amount_minor) FROM posting GROUP BY account_id
   plain SQL: sum by account,   the same joined to journal_entry with effective_date <= the date
     as of mid-range
-  chain verification           treasury.chainsql.verify_ledger, what `union audit verify` runs: the
-                               database re-hashes every entry and checks links, balance and head
+  chain verification           treasury.chainsql.verify_ledger, what `union audit verify` runs: one
+                               streamed query (postings gathered per entry), every entry re-hashed in
+                               a tight Python loop; links, balance and head checked
   (--walk) Python walk         dues.ledger.verify_ledger_chain: every entry re-hashed in Python
   plain SQL: read the chain    SELECT count(*), sum(amount_minor) over journal_entry JOIN posting
 """

@@ -23,6 +23,8 @@ the member's standing, see dues.services.paid_total_query):
 - Stripe's fee, from the balance transaction: Dr card_fees / Cr stripe
 - refund: Dr refunds / Cr stripe (member)
 - dispute (funds withdrawn): Dr disputes / Cr stripe (member); won: the reverse
+- payout of the Stripe balance to the bank, when paid: Dr bank / Cr stripe
+  (kind "stripe_payout", key "stripe:payout:<po>", dated the payout's arrival)
 - failed payment: no entry; the attempt is recorded and shown to the member.
 
 The posting functions (`post_card_payment` ...) are public so tests can drive the
@@ -151,6 +153,18 @@ async def post_card_dispute_won(session: AsyncSession, *, member_id: int, amount
                             lines=[("stripe", amount), ("disputes", -amount)],
                             description=f"Card dispute {dispute_id} won, charge {charge_id}",
                             effective_date=effective_date, member_id=member_id)
+
+
+PAYOUT_KIND = "stripe_payout"
+
+
+async def post_card_payout(session: AsyncSession, *, amount: Money, payout_id: str,
+                           effective_date: dt.date) -> JournalEntry:
+    """Dr bank / Cr stripe: Stripe paid (part of) the balance out to the union's bank account."""
+    await ensure_accounts(session, amount.currency)
+    return await post_entry(session, key=f"stripe:payout:{payout_id}", kind=PAYOUT_KIND,
+                            lines=[("bank", amount), ("stripe", -amount)],
+                            description=f"Stripe payout {payout_id} to the bank", effective_date=effective_date)
 
 
 # ---------------------------------------------------------------- starting payments
@@ -335,6 +349,7 @@ class Facts:
     invoice: dict | None = None
     subscription: dict | None = None
     payment: PaymentState | None = None
+    payout: dict | None = None
 
 
 async def _payment_state(billing, payment_intent_id: str) -> PaymentState:
@@ -399,6 +414,8 @@ async def gather(billing, event: dict) -> Facts:
             facts.subscription = await billing.retrieve_subscription(sub_id)
     elif kind.startswith("customer.subscription."):
         facts.subscription = await billing.retrieve_subscription(obj["id"])
+    elif kind.startswith("payout."):
+        facts.payout = await billing.retrieve_payout(obj["id"])
     return facts
 
 
@@ -499,8 +516,12 @@ async def _apply_payment(session: AsyncSession, row: CardPayment, state: Payment
             await post_card_dispute(session, member_id=row.member_id, amount=amount, dispute_id=dispute["id"],
                                     charge_id=charge["id"], effective_date=_day(dispute.get("created")))
             if dispute.get("status") == "won":
+                # Dated when Stripe gave the money back (its reversal balance transaction), if it says.
+                back = [t for t in dispute.get("balance_transactions") or []
+                        if isinstance(t, dict) and int(t.get("amount") or 0) > 0]
                 await post_card_dispute_won(session, member_id=row.member_id, amount=amount, dispute_id=dispute["id"],
-                                            charge_id=charge["id"], effective_date=_day(dispute.get("created")))
+                                            charge_id=charge["id"], effective_date=_day(
+                                                (back[-1] if back else dispute).get("created")))
             else:
                 disputed += amount.amount_minor
         row.refunded_minor, row.disputed_minor = refunded, disputed
@@ -550,6 +571,14 @@ async def apply_event(session: AsyncSession, *, facts: Facts) -> str:
         sub = await _subscription_row(session, stripe_id=sub_id, metadata=meta)
         if sub is not None:
             _sync_subscription(sub, facts.subscription)
+            outcome = "applied"
+    if facts.payout is not None:
+        payout = facts.payout
+        # Only a payout that reached the bank moves money there; a failed or cancelled one never does.
+        if payout.get("status") == "paid" and int(payout.get("amount") or 0) > 0:
+            await post_card_payout(session, amount=_money(payout["amount"], payout["currency"]),
+                                   payout_id=payout["id"],
+                                   effective_date=_day(payout.get("arrival_date") or payout.get("created")))
             outcome = "applied"
     if facts.payment is not None or facts.invoice is not None:
         row = await _payment_row(session, facts) if facts.payment is not None else None

@@ -81,10 +81,14 @@ def _insert_ignoring_duplicates(session: AsyncSession):
     return dialect_insert(LedgerAccount).on_conflict_do_nothing(index_elements=["code"])
 
 
+async def _existing_accounts(session: AsyncSession, codes: Iterable[str]) -> dict[str, LedgerAccount]:
+    return {a.code: a for a in (await session.execute(
+        select(LedgerAccount).where(LedgerAccount.code.in_(set(codes))))).scalars()}
+
+
 async def _accounts_by_code(session: AsyncSession, codes: Iterable[str]) -> dict[str, LedgerAccount]:
     wanted = set(codes)
-    found = {a.code: a for a in (await session.execute(
-        select(LedgerAccount).where(LedgerAccount.code.in_(wanted)))).scalars()}
+    found = await _existing_accounts(session, wanted)
     missing = sorted(wanted - found.keys())
     if missing:
         raise UnknownAccount(f"no ledger account {', '.join(missing)}", field="account")
@@ -93,16 +97,23 @@ async def _accounts_by_code(session: AsyncSession, codes: Iterable[str]) -> dict
 
 async def ensure_accounts(session: AsyncSession, currency: str = DEFAULT_CURRENCY) -> dict[str, LedgerAccount]:
     """Create the standard chart where missing (idempotent, safe under concurrency); return it by code."""
+    codes = [code for code, _, _ in STANDARD_ACCOUNTS]
+    found = await _existing_accounts(session, codes)
+    if len(found) == len(codes):  # the usual case: one look-up, no write
+        return found
     await session.execute(_insert_ignoring_duplicates(session), [
         {"code": code, "name": name, "type": str(kind), "currency": currency}
         for code, name, kind in STANDARD_ACCOUNTS])
-    return await _accounts_by_code(session, (code for code, _, _ in STANDARD_ACCOUNTS))
+    return await _accounts_by_code(session, codes)
 
 
 async def collector_cash_account(session: AsyncSession, user_id: int,
                                  currency: str = DEFAULT_CURRENCY) -> LedgerAccount:
     """The account of cash a collector has taken and not yet handed over, created on first use."""
     code = f"{COLLECTOR_CASH_PREFIX}{int(user_id)}"
+    found = await _existing_accounts(session, [code])
+    if code in found:
+        return found[code]
     await session.execute(_insert_ignoring_duplicates(session), [
         {"code": code, "name": f"Cash held by collector #{int(user_id)}", "type": str(AccountType.asset),
          "currency": currency}])

@@ -41,6 +41,9 @@ class Billing(Protocol):
     async def cancel_subscription(self, subscription_id: str, *, idempotency_key: str) -> dict: ...
     async def retrieve_event(self, event_id: str) -> dict: ...
     async def list_events(self, *, created_gte: int) -> list[dict]: ...
+    async def retrieve_payout(self, payout_id: str) -> dict: ...
+    async def list_payouts(self, *, created_gte: int, created_lt: int) -> list[dict]: ...
+    async def list_balance_transactions(self, *, created_gte: int, created_lt: int) -> list[dict]: ...
     async def close(self) -> None: ...
 
 
@@ -111,6 +114,19 @@ class StripeBilling:
     async def list_events(self, *, created_gte: int) -> list[dict]:
         return await self._all(await self.v1.events.list_async(
             params={"created": {"gte": int(created_gte)}, "limit": 100}))
+
+    async def retrieve_payout(self, payout_id: str) -> dict:
+        return _plain(await self.v1.payouts.retrieve_async(payout_id))
+
+    async def list_payouts(self, *, created_gte: int, created_lt: int) -> list[dict]:
+        """Every payout created in [gte, lt) (Unix seconds), all pages."""
+        return await self._all(await self.v1.payouts.list_async(
+            params={"created": {"gte": int(created_gte), "lt": int(created_lt)}, "limit": 100}))
+
+    async def list_balance_transactions(self, *, created_gte: int, created_lt: int) -> list[dict]:
+        """Every balance transaction (charges, refunds, dispute adjustments, payouts...) created in [gte, lt)."""
+        return await self._all(await self.v1.balance_transactions.list_async(
+            params={"created": {"gte": int(created_gte), "lt": int(created_lt)}, "limit": 100}))
 
     async def close(self) -> None:
         await self.http_client._client_async.aclose()

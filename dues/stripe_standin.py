@@ -5,7 +5,8 @@ mounted at /stripe-test/ in the app.
 
 It keeps objects in memory with Stripe's JSON shapes (checkout sessions,
 payment intents, charges with balance transactions and a fee of 2 % + ₹3,
-refunds, disputes, customers, subscriptions and their invoices, events), honours
+refunds and disputes with theirs, payouts of the balance to the bank, customers,
+subscriptions and their invoices, events), honours
 Idempotency-Key on creation, and serves a clearly marked TEST MODE payment page
 at each checkout's URL. Paying there (or calling the simulation methods from a
 test) makes the charge and its events, and delivers them signed exactly as
@@ -85,7 +86,13 @@ class StripeStandin:
             Route("/v1/checkout/sessions/{id}", self._retrieve, methods=["GET"]),
             Route("/v1/payment_intents/{id}", self._retrieve, methods=["GET"]),
             Route("/v1/charges/{id}", self._retrieve, methods=["GET"]),
+            Route("/v1/balance_transactions", self._list_created("balance_transaction"), methods=["GET"]),
             Route("/v1/balance_transactions/{id}", self._retrieve, methods=["GET"]),
+            Route("/v1/payouts", self._list_created("payout"), methods=["GET"]),
+            Route("/v1/payouts", self._create_payout, methods=["POST"]),
+            Route("/v1/payouts/{id}", self._retrieve, methods=["GET"]),
+            Route("/v1/refunds/{id}", self._retrieve, methods=["GET"]),
+            Route("/v1/disputes/{id}", self._retrieve, methods=["GET"]),
             Route("/v1/invoices/{id}", self._retrieve, methods=["GET"]),
             Route("/v1/customers/{id}", self._retrieve, methods=["GET"]),
             Route("/v1/subscriptions/{id}", self._retrieve, methods=["GET"]),
@@ -149,6 +156,57 @@ class StripeStandin:
 
     # ------------------------------------------------------------------ simulations (tests and the pay page)
 
+    def _txn(self, *, amount: int, currency: str, type_: str, source: str, category: str, fee: int = 0,
+             description: str | None = None) -> dict:
+        """A balance transaction: how an object moved the Stripe balance (amount, Stripe's fee, net)."""
+        now = int(time.time())
+        fee_details = [{"amount": fee, "application": None, "currency": currency, "type": "stripe_fee",
+                        "description": "Stripe processing fees"}] if fee else []
+        return self._put({"id": _id("txn"), "object": "balance_transaction", "amount": amount, "fee": fee,
+                          "net": amount - fee, "currency": currency, "type": type_, "source": source,
+                          "status": "available", "created": now, "available_on": now, "description": description,
+                          "exchange_rate": None, "reporting_category": category, "fee_details": fee_details})
+
+    def balance(self) -> int:
+        """The Stripe balance: the net of every balance transaction (payouts included, negative)."""
+        with self.lock:
+            return sum(o["net"] for o in self.objects.values() if o.get("object") == "balance_transaction")
+
+    def create_payout(self, amount: int | None = None, *, currency: str = "inr", paid: bool = True,
+                      description: str | None = "STRIPE PAYOUT") -> list[dict]:
+        """Stripe pays (part of) the balance out to the union's bank account: the payout, its balance
+        transaction (type "payout", negative), `payout.created` and, when `paid`, `payout.paid`.
+        ValueError when the amount is not positive or more than the balance."""
+        with self.lock:
+            amount = self.balance() if amount is None else int(amount)
+            if amount <= 0 or amount > self.balance():
+                raise ValueError("balance_insufficient")
+            now = int(time.time())
+            payout = {"id": _id("po"), "object": "payout", "amount": amount, "arrival_date": now,
+                      "automatic": False, "balance_transaction": None, "created": now, "currency": currency,
+                      "description": description, "destination": "ba_test_union_bank",
+                      "failure_balance_transaction": None, "failure_code": None, "failure_message": None,
+                      "livemode": False, "metadata": {}, "method": "standard", "original_payout": None,
+                      "reconciliation_status": "completed", "reversed_by": None, "source_type": "card",
+                      "statement_descriptor": None, "status": "pending", "type": "bank_account"}
+            txn = self._txn(amount=-amount, currency=currency, type_="payout", source=payout["id"], category="payout",
+                            description=description)
+            payout["balance_transaction"] = txn["id"]
+            self._put(payout)
+            events = [self._event("payout.created", payout)]
+            if paid:
+                events += self.pay_payout(payout["id"])
+            return events
+
+    def pay_payout(self, payout_id: str) -> list[dict]:
+        """The payout arrives in the bank: status paid and `payout.paid`."""
+        with self.lock:
+            payout = self.objects[payout_id]
+            if payout["status"] == "paid":
+                return []
+            payout["status"] = "paid"
+            return [self._event("payout.paid", payout)]
+
     def _fee(self, amount: int) -> int:
         return int(round(amount * self.fee_percent / 100)) + self.fee_fixed_minor
 
@@ -165,13 +223,8 @@ class StripeStandin:
                   "failure_message": None if succeed else "Your card was declined."}
         pi["latest_charge"] = charge["id"]
         if succeed:
-            fee = self._fee(amount)
-            txn = {"id": _id("txn"), "object": "balance_transaction", "amount": amount, "fee": fee,
-                   "net": amount - fee, "currency": currency, "type": "charge", "source": charge["id"],
-                   "status": "pending", "created": now,
-                   "fee_details": [{"amount": fee, "currency": currency, "type": "stripe_fee",
-                                    "description": "Stripe processing fees"}]}
-            self._put(txn)
+            txn = self._txn(amount=amount, currency=currency, type_="charge", source=charge["id"], category="charge",
+                            fee=self._fee(amount))
             charge["balance_transaction"] = txn["id"]
         else:
             pi["last_payment_error"] = {"type": "card_error", "code": "card_declined",
@@ -247,9 +300,12 @@ class StripeStandin:
         with self.lock:
             charge = self.objects[charge_id]
             amount = amount or charge["amount"] - charge["amount_refunded"]
-            refund = self._put({"id": _id("re"), "object": "refund", "amount": amount, "charge": charge_id,
-                                "payment_intent": charge["payment_intent"], "currency": charge["currency"],
-                                "status": "succeeded", "created": int(time.time())})
+            refund = {"id": _id("re"), "object": "refund", "amount": amount, "charge": charge_id,
+                      "payment_intent": charge["payment_intent"], "currency": charge["currency"],
+                      "status": "succeeded", "created": int(time.time()), "balance_transaction": None}
+            refund["balance_transaction"] = self._txn(amount=-amount, currency=charge["currency"], type_="refund",
+                                                      source=refund["id"], category="refund")["id"]
+            self._put(refund)
             charge["amount_refunded"] += amount
             charge["refunded"] = charge["amount_refunded"] >= charge["amount"]
             return [self._event("refund.created", refund), self._event("charge.refunded", charge)]
@@ -257,10 +313,15 @@ class StripeStandin:
     def dispute(self, charge_id: str) -> list[dict]:
         with self.lock:
             charge = self.objects[charge_id]
-            dispute = self._put({"id": _id("dp"), "object": "dispute", "amount": charge["amount"],
-                                 "charge": charge_id, "payment_intent": charge["payment_intent"],
-                                 "currency": charge["currency"], "status": "needs_response", "reason": "fraudulent",
-                                 "created": int(time.time())})
+            dispute = {"id": _id("dp"), "object": "dispute", "amount": charge["amount"],
+                       "charge": charge_id, "payment_intent": charge["payment_intent"],
+                       "currency": charge["currency"], "status": "needs_response", "reason": "fraudulent",
+                       "created": int(time.time()), "balance_transactions": []}
+            # The disputed amount is withdrawn from the balance (no dispute fee in the stand-in).
+            dispute["balance_transactions"].append(self._txn(
+                amount=-charge["amount"], currency=charge["currency"], type_="adjustment", source=dispute["id"],
+                category="dispute", description=f"Chargeback withdrawal for {charge_id}"))
+            self._put(dispute)
             charge["disputed"] = True
             return [self._event("charge.dispute.created", dispute)]
 
@@ -268,6 +329,10 @@ class StripeStandin:
         with self.lock:
             dispute = self.objects[dispute_id]
             dispute["status"] = "won" if won else "lost"
+            if won:
+                dispute["balance_transactions"].append(self._txn(
+                    amount=dispute["amount"], currency=dispute["currency"], type_="adjustment", source=dispute["id"],
+                    category="dispute_reversal", description=f"Chargeback reversal for {dispute['charge']}"))
             return [self._event("charge.dispute.closed", dispute)]
 
     def expire_checkout(self, session_id: str) -> list[dict]:
@@ -361,6 +426,73 @@ class StripeStandin:
             found.sort(key=lambda o: o["created"], reverse=True)
             return JSONResponse({"object": "list", "data": found, "has_more": False, "url": f"/v1/{kind}s"})
         return endpoint
+
+    def _list_created(self, kind: str):
+        """A list endpoint like Stripe's: newest first, `created[gte|gt|lte|lt]`, `limit`, `starting_after`,
+        and for balance transactions `type`, `source` and `payout`."""
+        async def endpoint(request: Request) -> Response:
+            if not self._authorised(request):
+                return stripe_error(401, "Invalid API Key provided.")
+            self.requests.append((request.method, request.url.path, dict(request.headers)))
+            params = decode_form(request.query_params.multi_items())
+            try:
+                limit = min(max(int(params.get("limit", 10)), 1), 100)
+                created = params.get("created") or {}
+                if not isinstance(created, dict):
+                    created = {"eq": created}
+                bounds = {op: int(v) for op, v in created.items()}
+            except ValueError:
+                return stripe_error(400, "Invalid integer.")
+            tests = {"gte": lambda c, v: c >= v, "gt": lambda c, v: c > v, "lte": lambda c, v: c <= v,
+                     "lt": lambda c, v: c < v, "eq": lambda c, v: c == v}
+            if set(bounds) - set(tests):
+                return stripe_error(400, "Invalid created filter.")
+            with self.lock:
+                found = [json.loads(json.dumps(o)) for o in self.objects.values() if o.get("object") == kind]
+            found = [o for o in found if all(tests[op](o["created"], v) for op, v in bounds.items())]
+            for name in ("type", "source", "status"):
+                if params.get(name):
+                    found = [o for o in found if o.get(name) == params[name]]
+            if kind == "balance_transaction" and params.get("payout"):
+                payout = self.objects.get(params["payout"]) or {}
+                found = [o for o in found if o["id"] == payout.get("balance_transaction")]
+            found.reverse()  # insertion order is creation order: newest first, like Stripe
+            found.sort(key=lambda o: o["created"], reverse=True)
+            after = params.get("starting_after")
+            if after:
+                ids = [o["id"] for o in found]
+                found = found[ids.index(after) + 1:] if after in ids else []
+            return JSONResponse({"object": "list", "data": found[:limit], "has_more": len(found) > limit,
+                                 "url": f"/v1/{kind}s"})
+        return endpoint
+
+    async def _create_payout(self, request: Request) -> Response:
+        """POST /v1/payouts (amount, currency, description): a manual payout of the balance to the bank."""
+        if not self._authorised(request):
+            return stripe_error(401, "Invalid API Key provided.")
+        self.requests.append((request.method, request.url.path, dict(request.headers)))
+        key = request.headers.get("idempotency-key")
+        with self.lock:
+            if key and key in self.idempotent:
+                return JSONResponse(self.idempotent[key])
+        params = decode_form(parse_qsl((await request.body()).decode(), keep_blank_values=True))
+        try:
+            amount = int(params["amount"])
+        except (KeyError, ValueError):
+            return stripe_error(400, "Missing required param: amount.", code="parameter_missing")
+        try:
+            events = self.create_payout(amount, currency=params.get("currency", "inr"), paid=False,
+                                        description=params.get("description") or "STRIPE PAYOUT")
+        except ValueError:
+            return stripe_error(400, "You have insufficient funds in your Stripe account for this transfer.",
+                                code="balance_insufficient")
+        body = events[0]["data"]["object"]
+        with self.lock:
+            if key:
+                self.idempotent[key] = body
+        if self.deliver_automatically:
+            await self.deliver(events)
+        return JSONResponse(body)
 
     async def _list_events(self, request: Request) -> Response:
         if not self._authorised(request):

@@ -1,6 +1,9 @@
 """Reconciliation: the ledger against the bank statement, against Stripe, and
 collectors' hand-overs against their receipts.
 
+Card: the ledger's `stripe` account against Stripe's balance transactions and
+payouts of a date range, fetched through the SDK (see card_reconciliation).
+
 Bank: the treasurer imports the bank's statement as CSV (columns date,
 description, amount, reference; a header row; amounts in rupees, money in
 positive and out negative; dates YYYY-MM-DD or DD/MM/YYYY). Every row is checked
@@ -26,7 +29,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dues.models import JournalEntry, LedgerAccount, Posting
-from dues.money import DEFAULT_CURRENCY
+from dues.money import DEFAULT_CURRENCY, Money, format_money
 from treasury.errors import BankCsvInvalid, MatchRefused
 from treasury.models import BankImport, BankLine
 from union import audit
@@ -299,12 +302,49 @@ async def month_differences(session: AsyncSession, *, start: dt.date, end: dt.da
 
 # ---------------------------------------------------------------- card: ledger against Stripe
 
+CARD_MATCH_DAYS = 7  # a ledger entry dated this near a Stripe transaction outside the range is not "missing"
+_IN_CHUNK = 500
+
+
+@dataclass
+class CardDifference:
+    kind: str  # "stripe_only" (in Stripe, not in the ledger), "ledger_only", "mismatch", "in_transit"
+    reference: str  # the Stripe object (ch_, re_, dp_, po_ ...) or the ledger entry
+    day: dt.date
+    stripe_minor: int | None
+    ledger_minor: int | None
+    text: str
+
+
+@dataclass
+class PayoutRow:
+    id: str
+    created: dt.date
+    arrival: dt.date
+    amount_minor: int
+    currency: str
+    status: str
+    ledger_minor: int | None  # what the ledger moved from `stripe` to `bank` for it (positive)
+
+    @property
+    def matched(self) -> bool:
+        return self.status == "paid" and self.ledger_minor == self.amount_minor
+
 
 @dataclass
 class CardCheck:
-    checked: int = 0
+    checked: int = 0  # card payments compared with their card records
     differences: list[str] = field(default_factory=list)
     unavailable: str = ""
+    compared_with_stripe: bool = False
+    stripe_transactions: int = 0  # Stripe balance transactions of the range
+    matched: int = 0  # of which agree with the ledger
+    rows: list[CardDifference] = field(default_factory=list)  # the Stripe comparison's differences
+    payouts: list[PayoutRow] = field(default_factory=list)
+
+    def add(self, row: CardDifference) -> None:
+        self.rows.append(row)
+        self.differences.append(row.text)
 
 
 def _entry_amounts_query(keys: list[str], account: str):
@@ -315,16 +355,95 @@ def _entry_amounts_query(keys: list[str], account: str):
             .group_by(JournalEntry.idempotency_key))
 
 
-async def card_reconciliation(session: AsyncSession, *, start: dt.date, end: dt.date, billing=None) -> CardCheck:
-    """Each successful card payment of the range: what the ledger booked (payment into `stripe`, the
-    fee out of it) against the card record, and, when Stripe (or its stand-in) is reachable, against
-    the charge's balance transaction there (gross amount and fee). Card payments booked in the ledger
-    without a card record are differences too."""
-    try:
-        from dues.card_models import CardPayment
-    except ImportError:  # card payments not installed
-        return CardCheck(unavailable=_("Card payments are not set up."))
-    check = CardCheck()
+def _stripe_entries_query():
+    """(entry id, key, reversed entry, date, amount through `stripe`) of entries that moved the Stripe account."""
+    return (select(JournalEntry.id, JournalEntry.idempotency_key, JournalEntry.reverses_entry_id,
+                   JournalEntry.effective_date, func.sum(Posting.amount_minor).label("amount"))
+            .join(Posting, Posting.entry_id == JournalEntry.id)
+            .join(LedgerAccount, LedgerAccount.id == Posting.account_id)
+            .where(LedgerAccount.code == "stripe")
+            .group_by(JournalEntry.id, JournalEntry.idempotency_key, JournalEntry.reverses_entry_id,
+                      JournalEntry.effective_date))
+
+
+def _chunks(items: list, size: int = _IN_CHUNK):
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+async def _stripe_ledger(session: AsyncSession, *, start: dt.date, end: dt.date, keys: set[str]):
+    """The ledger's side: amount through `stripe` by Stripe key (an entry and any reversal of it together),
+    for the given keys and for every entry dated in the range; and the keys of the entries dated in it
+    (an entry with no Stripe key counts under "entry:<id>")."""
+    rows: dict[str, object] = {}
+    for r in await session.execute(_stripe_entries_query().where(JournalEntry.effective_date >= start,
+                                                                  JournalEntry.effective_date <= end)):
+        rows[r.id] = r
+    in_range_ids = set(rows)
+    for chunk in _chunks(sorted(keys)):
+        for r in await session.execute(_stripe_entries_query().where(JournalEntry.idempotency_key.in_(chunk))):
+            rows[r.id] = r
+    # Reversals of those entries (a treasurer's correction), wherever dated, and the originals of reversals.
+    for chunk in _chunks(sorted(rows)):
+        for r in await session.execute(_stripe_entries_query().where(JournalEntry.reverses_entry_id.in_(chunk))):
+            rows[r.id] = r
+    missing = sorted({r.reverses_entry_id for r in rows.values() if r.reverses_entry_id} - set(rows))
+    original_key = {}
+    for chunk in _chunks(missing):
+        original_key.update((await session.execute(select(JournalEntry.id, JournalEntry.idempotency_key)
+                                                    .where(JournalEntry.id.in_(chunk)))).all())
+
+    def key_of(r) -> str:
+        if r.reverses_entry_id:
+            original = rows.get(r.reverses_entry_id)
+            key = original.idempotency_key if original is not None else original_key.get(r.reverses_entry_id)
+            return key if key and key.startswith("stripe:") else f"entry:{r.reverses_entry_id}"
+        return r.idempotency_key if r.idempotency_key.startswith("stripe:") else f"entry:{r.id}"
+
+    amounts: dict[str, int] = {}
+    in_range: dict[str, dt.date] = {}
+    for r in rows.values():
+        key = key_of(r)
+        amounts[key] = amounts.get(key, 0) + int(r.amount)
+        if r.id in in_range_ids:
+            in_range[key] = min(in_range.get(key, r.effective_date), r.effective_date)
+    return amounts, in_range
+
+
+def _expected(txn: dict) -> list[tuple[str, int, str]] | None:
+    """What the card service books for one Stripe balance transaction: (ledger key, amount through
+    `stripe`, what it is), or None when it books nothing for this type."""
+    kind, source, amount, fee = txn.get("type"), txn.get("source") or "", int(txn.get("amount") or 0), \
+        int(txn.get("fee") or 0)
+    if isinstance(source, dict):
+        source = source.get("id") or ""
+    if kind in ("charge", "payment") and source:
+        lines = [(f"stripe:charge:{source}:payment", amount, _("card payment %(ref)s", ref=source))]
+        if fee:
+            lines.append((f"stripe:charge:{source}:fee", -fee, _("Stripe's fee on %(ref)s", ref=source)))
+        return lines
+    if kind in ("refund", "payment_refund") and source:
+        return [(f"stripe:refund:{source}", amount, _("refund %(ref)s", ref=source))]
+    if kind == "adjustment" and source.startswith("dp_"):
+        key = f"stripe:dispute:{source}:" + ("withdrawn" if amount < 0 else "reinstated")
+        what = _("dispute %(ref)s", ref=source) if amount < 0 else _("dispute %(ref)s won", ref=source)
+        return [(key, amount, what)]
+    if kind == "payout" and source:
+        return [(f"stripe:payout:{source}", amount, _("payout %(ref)s", ref=source))]
+    return None
+
+
+def _ts(day: dt.date) -> int:
+    return int(dt.datetime.combine(day, dt.time(), dt.UTC).timestamp())
+
+
+def _amount(minor: int | None) -> str:
+    return "-" if minor is None else format_money(Money(int(minor)))
+
+
+async def _card_records(session: AsyncSession, check: CardCheck, *, start: dt.date, end: dt.date, CardPayment):
+    """The ledger against the card records (no Stripe needed): each successful card payment's booking
+    (payment into `stripe`, fee out of it) and ledger card payments without a record."""
     payments = (await session.execute(select(CardPayment).join(JournalEntry, JournalEntry.id == CardPayment.entry_id)
                                       .where(CardPayment.charge_id.is_not(None), JournalEntry.effective_date >= start,
                                              JournalEntry.effective_date <= end)
@@ -344,24 +463,6 @@ async def card_reconciliation(session: AsyncSession, *, start: dt.date, end: dt.
         if fee != p.fee_minor:
             check.differences.append(_("Card payment %(id)s: the ledger booked a fee of %(booked)s, the card record "
                                        "says %(recorded)s.", id=p.id, booked=fee, recorded=p.fee_minor))
-        if billing is not None:
-            try:
-                charge = await billing.retrieve_charge(p.charge_id)
-                txn_id = charge.get("balance_transaction")
-                txn = await billing.retrieve_balance_transaction(txn_id) if txn_id else None
-            except Exception:  # noqa: BLE001 - an unreachable Stripe is reported, not raised
-                check.unavailable = _("Stripe could not be reached: only the ledger and the card records were "
-                                      "compared.")
-                billing = None
-                continue
-            if txn is None:
-                check.differences.append(_("Card payment %(id)s: Stripe has no balance transaction for it.", id=p.id))
-            elif int(txn.get("amount") or 0) != (gross or 0) or int(txn.get("fee") or 0) != fee:
-                check.differences.append(_("Card payment %(id)s: Stripe's balance transaction says %(amount)s with a "
-                                           "fee of %(fee)s; the ledger booked %(booked)s and %(booked_fee)s.", id=p.id,
-                                           amount=txn.get("amount"), fee=txn.get("fee"), booked=gross or 0,
-                                           booked_fee=fee))
-    # Ledger card payments in the range with no card record behind them.
     recorded = set((await session.execute(select(CardPayment.entry_id).where(
         CardPayment.entry_id.is_not(None)))).scalars())
     orphans = (await session.execute(select(JournalEntry.id, JournalEntry.idempotency_key).where(
@@ -371,6 +472,104 @@ async def card_reconciliation(session: AsyncSession, *, start: dt.date, end: dt.
         if entry_id not in recorded:
             check.differences.append(_("Ledger entry %(entry)s (%(key)s) books a card payment with no card record.",
                                        entry=entry_id, key=key))
+
+
+async def _against_stripe(session: AsyncSession, check: CardCheck, *, start: dt.date, end: dt.date, billing):
+    """The ledger's `stripe` account against Stripe's balance transactions and payouts of the range."""
+    try:
+        txns = await billing.list_balance_transactions(
+            created_gte=_ts(start - dt.timedelta(days=CARD_MATCH_DAYS)),
+            created_lt=_ts(end + dt.timedelta(days=1 + CARD_MATCH_DAYS)))
+        payouts = await billing.list_payouts(created_gte=_ts(start), created_lt=_ts(end + dt.timedelta(days=1)))
+    except Exception:  # noqa: BLE001 - an unreachable Stripe is reported, not raised
+        check.unavailable = _("Stripe could not be reached: only the ledger and the card records were compared.")
+        return
+    check.compared_with_stripe = True
+    status_of = {p["id"]: p.get("status") for p in payouts}
+    day_of = {t["id"]: dt.datetime.fromtimestamp(int(t.get("created") or 0), dt.UTC).date() for t in txns}
+    expected = {t["id"]: _expected(t) for t in txns}
+    keys = {key for lines in expected.values() for key, _a, _w in lines or []}
+    keys |= {f"stripe:payout:{p['id']}" for p in payouts}
+    amounts, in_range = await _stripe_ledger(session, start=start, end=end, keys=keys)
+    for txn in sorted(txns, key=lambda t: (int(t.get("created") or 0), t["id"])):
+        day = day_of[txn["id"]]
+        if not start <= day <= end:
+            continue
+        check.stripe_transactions += 1
+        lines = expected[txn["id"]]
+        if lines is None:
+            check.add(CardDifference(
+                "stripe_only", txn["id"], day, int(txn.get("net") or 0), None,
+                _("Stripe balance transaction %(ref)s (%(type)s, %(amount)s on %(day)s) is not in the ledger.",
+                  ref=txn["id"], type=txn.get("type") or "?", amount=_amount(txn.get("net")), day=day.isoformat())))
+            continue
+        fee = int(txn.get("fee") or 0)
+        if fee and txn.get("type") not in ("charge", "payment"):
+            check.add(CardDifference(
+                "stripe_only", txn["id"], day, -fee, None,
+                _("Stripe took a fee of %(amount)s on %(ref)s (%(type)s) that the ledger does not book.",
+                  amount=_amount(fee), ref=txn.get("source") or txn["id"], type=txn.get("type"))))
+        agreed = True
+        for key, amount, what in lines:
+            booked = amounts.get(key)
+            if booked is None:
+                agreed = False
+                pending = (txn.get("type") == "payout"
+                           and status_of.get(txn.get("source")) in ("pending", "in_transit"))
+                check.add(CardDifference(
+                    "in_transit" if pending else "stripe_only", key.split(":")[2], day, amount, None,
+                    _("%(what)s (%(amount)s on %(day)s) is on its way to the bank: the ledger books it when it "
+                      "arrives.", what=what, amount=_amount(amount), day=day.isoformat()) if pending else
+                    _("Stripe has %(what)s (%(amount)s on %(day)s); the ledger does not.", what=what,
+                      amount=_amount(amount), day=day.isoformat())))
+            elif booked != amount:
+                agreed = False
+                check.add(CardDifference(
+                    "mismatch", key.split(":")[2], day, amount, booked,
+                    _("%(what)s: Stripe says %(stripe)s, the ledger booked %(ledger)s.", what=what,
+                      stripe=_amount(amount), ledger=_amount(booked))))
+        check.matched += agreed
+    known = {key for lines in expected.values() for key, _a, _w in lines or []}
+    for key, day in sorted(in_range.items(), key=lambda kv: (kv[1], kv[0])):
+        if key in known or not amounts.get(key):
+            continue  # Stripe has it (perhaps a few days outside the range), or it nets to nothing
+        ref = key.split(":")[2] if key.startswith("stripe:") else key.removeprefix("entry:")
+        check.add(CardDifference(
+            "ledger_only", ref, day, None, amounts[key],
+            _("The ledger moved %(amount)s through the Stripe account on %(day)s (%(key)s); Stripe has no such "
+              "balance transaction.", amount=_amount(amounts[key]), day=day.isoformat(), key=key)))
+    for p in sorted(payouts, key=lambda p: (int(p.get("created") or 0), p["id"])):
+        booked = amounts.get(f"stripe:payout:{p['id']}")
+        row = PayoutRow(p["id"], _day(p.get("created")), _day(p.get("arrival_date") or p.get("created")),
+                        int(p.get("amount") or 0), str(p.get("currency") or "inr").upper(), str(p.get("status")),
+                        -booked if booked is not None else None)
+        check.payouts.append(row)
+        if row.status == "paid" and row.ledger_minor is None and not any(d.reference == p["id"] for d in check.rows):
+            check.add(CardDifference("stripe_only", p["id"], row.arrival, -row.amount_minor, None,
+                                     _("Payout %(ref)s of %(amount)s reached the bank on %(day)s; the ledger does "
+                                       "not have it.", ref=p["id"], amount=_amount(row.amount_minor),
+                                       day=row.arrival.isoformat())))
+
+
+def _day(timestamp) -> dt.date:
+    return dt.datetime.fromtimestamp(int(timestamp or 0), dt.UTC).date()
+
+
+async def card_reconciliation(session: AsyncSession, *, start: dt.date, end: dt.date, billing=None) -> CardCheck:
+    """Card payments of the range: the ledger against the card records (always) and, when Stripe (or its
+    stand-in) is given and answers, the ledger's `stripe` account against Stripe's balance transactions
+    and payouts of the range (through the SDK): each transaction must be booked under its key with the
+    same amount (a charge as the payment and Stripe's fee, a refund, a dispute withdrawal or
+    reinstatement, a payout to the bank); each ledger movement of the account dated in the range must
+    be in Stripe (within CARD_MATCH_DAYS of the range). Every difference is listed."""
+    try:
+        from dues.card_models import CardPayment
+    except ImportError:  # card payments not installed
+        return CardCheck(unavailable=_("Card payments are not set up."))
+    check = CardCheck()
+    await _card_records(session, check, start=start, end=end, CardPayment=CardPayment)
+    if billing is not None:
+        await _against_stripe(session, check, start=start, end=end, billing=billing)
     return check
 
 

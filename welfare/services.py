@@ -462,8 +462,9 @@ async def read_details(session: AsyncSession, *, claim: WelfareClaim, vault, pri
     return vault.decrypt(claim.details_enc)
 
 
-async def approve(*, session: AsyncSession, claim_id: int, principal: Principal) -> tuple[WelfareClaim, list]:
-    """One welfare officer's approval; the claim is approved when enough distinct officers agree."""
+async def _claim_awaiting_decision(session: AsyncSession, claim_id: int, principal: Principal) -> WelfareClaim:
+    """The claim, locked, if this principal may decide it now: a welfare officer of the member's
+    branch who is neither the claimant nor the filer, while the claim waits for a decision."""
     claim = await _locked_claim(session, claim_id)
     if not can_see_claim(principal, claim.branch_id):
         raise NotFound(_("No such claim."), field="claim")
@@ -472,6 +473,12 @@ async def approve(*, session: AsyncSession, claim_id: int, principal: Principal)
     _not_party(claim, principal, await _member_user_id(session, claim.member_id))
     if claim.status not in (ClaimStatus.submitted, ClaimStatus.under_review):
         raise WrongStatus(_("This claim is not waiting for a decision."))
+    return claim
+
+
+async def approve(*, session: AsyncSession, claim_id: int, principal: Principal) -> tuple[WelfareClaim, list]:
+    """One welfare officer's approval; the claim is approved when enough distinct officers agree."""
+    claim = await _claim_awaiting_decision(session, claim_id, principal)
     if (await session.execute(select(WelfareApproval.id).where(
             WelfareApproval.claim_id == claim.id, WelfareApproval.user_id == principal.user.id))).first():
         raise NotAllowed(_("You have already approved this claim; another officer must approve it."))
@@ -496,14 +503,7 @@ async def reject(*, session: AsyncSession, vault, claim_id: int, principal: Prin
     reason = _clean_text(reason, MAX_REASON, "reason")
     if not reason:
         raise InvalidClaim(_("A rejection needs a reason."), field="reason")
-    claim = await _locked_claim(session, claim_id)
-    if not can_see_claim(principal, claim.branch_id):
-        raise NotFound(_("No such claim."), field="claim")
-    if not can_decide_claim(principal, claim.branch_id):
-        raise NotAllowed(_("Only welfare officers of the member's branch decide claims."))
-    _not_party(claim, principal, await _member_user_id(session, claim.member_id))
-    if claim.status not in (ClaimStatus.submitted, ClaimStatus.under_review):
-        raise WrongStatus(_("This claim is not waiting for a decision."))
+    claim = await _claim_awaiting_decision(session, claim_id, principal)
     claim.status, claim.decided_at = ClaimStatus.rejected, utcnow()
     claim.rejection_reason_enc = vault.encrypt(reason)
     session.add(claim)

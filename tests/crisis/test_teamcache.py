@@ -41,9 +41,9 @@ async def test_wired_only_on_sqlite(services, backend):
     assert ("team_cache" in services.extras) == (backend == "sqlite")
 
 
+# The team table is kept in memory on SQLite only (PostgreSQL uses the box query): SQLite runs only.
+@pytest.mark.parametrize("backend", ["sqlite"])
 async def test_stamps_keep_the_copy_exact(services, backend, make_team):
-    if backend != "sqlite":
-        pytest.skip("the team table is kept in memory on SQLite only (PostgreSQL uses the box query)")
     near = await make_team("near", km=1, skills=("medical",))
     far = await make_team("far", km=10)
     other = await make_team("other", km=3, status="off_duty")
@@ -85,9 +85,8 @@ async def test_stamps_keep_the_copy_exact(services, backend, make_team):
     assert same(a, b)
 
 
+@pytest.mark.parametrize("backend", ["sqlite"])
 async def test_uncommitted_changes_stay_private(services, backend, make_team):
-    if backend != "sqlite":
-        pytest.skip("the team table is kept in memory on SQLite only")
     one = await make_team("one", km=1)
     two = await make_team("two", km=2)
     cache = TeamCache()

@@ -26,6 +26,7 @@ from tests.dues.stripe_standin_server import stripe_server  # noqa: F401 - fixtu
 from tests.union.test_policy import enrol, login_cookie, member_user
 from union import jobs
 from union.app import create_app
+from union.i18n import translations
 from union.models import DueWork, Member
 from union.services import build_services
 from union.web import SESSION_COOKIE
@@ -149,7 +150,8 @@ async def test_bad_months_and_no_billing_post_nothing(member_web, member, servic
     await member_web.get("/dues/card")
     for months in ("0", "13", "two", ""):
         r = await member_web.post("/dues/card/checkout", {"months": months})
-        assert r.status_code == 422 and "Choose from 1 to 12 months." in r.text
+        # The member reads Kannada: the error is in her language.
+        assert r.status_code == 422 and translations("kn").gettext("Choose from 1 to %(count)d months.") % {"count": 12} in r.text
     async with services.reader() as db:
         assert (await db.execute(select(func.count()).select_from(CardPayment))).scalar_one() == 0
 
@@ -447,3 +449,25 @@ async def test_ensure_catch_up_schedules_one_chain(services):
     async with services.reader() as db:
         rows = (await db.execute(select(DueWork).where(DueWork.kind == "stripe.catch_up"))).scalars().all()
     assert len(rows) == 1 and rows[0].state == "pending" and rows[0].key.startswith("stripe.catch_up:")
+
+
+# ---------------------------------------------------------------- payouts to the bank
+
+
+async def test_payout_paid_moves_the_balance_to_the_bank_once(member_web, member, services, client, standin):
+    cs = await start_checkout(member_web, months=2)
+    await deliver(client, standin, standin.complete_checkout(cs))
+    [created] = standin.create_payout(paid=False)  # the whole balance, on its way to the bank
+    payout = created["data"]["object"]
+    assert payout["amount"] == 2 * RATE - fee_of(2 * RATE) and standin.balance() == 0
+    assert await deliver(client, standin, [created]) == ["ignored"]  # nothing reached the bank yet
+    assert (await ledger_state(services, member.id))["stripe"] == payout["amount"]
+    [paid] = standin.pay_payout(payout["id"])
+    assert await deliver(client, standin, [paid, paid]) == ["applied", "duplicate"]
+    state = await ledger_state(services, member.id)
+    assert state["entries"] == 3 and "stripe" not in state and state["credit"] == 2 * RATE  # standing untouched
+    async with services.reader() as db:
+        bank = await ledger.balances(db, accounts=["bank"])
+        entry = (await db.execute(select(JournalEntry).where(
+            JournalEntry.idempotency_key == f"stripe:payout:{payout['id']}"))).scalar_one()
+    assert bank["bank"].amount_minor == payout["amount"] and entry.kind == "stripe_payout"

@@ -21,6 +21,11 @@ from union.models import AuditEvent, DueWork, Member
 from union.sms import HttpSmsSender
 from union.web import SESSION_COOKIE
 
+
+def kannada_receipt(amount: str, receipt_no: str) -> str:
+    """The receipt SMS as a Kannada-speaking member gets it (the world's members speak Kannada)."""
+    return f"ಸಂಘ: {amount} ಸಿಕ್ಕಿದೆ, ರಸೀದಿ {receipt_no}. {MONTH} ವರೆಗೆ ಪಾವತಿಯಾಗಿದೆ. ಧನ್ಯವಾದಗಳು."
+
 MONTH = dt.date.today().strftime("%Y-%m")
 
 
@@ -49,7 +54,7 @@ async def test_api_payment_texts_a_receipt_once(web, world, services):
     assert len(works) == 1 and works[0].payload == f'{{"notice": {await _notice_id(services)}}}'
     assert await jobs.sweep(services) == 1
     assert services.sms.sent == [{"to": "+919876543210",
-                                  "body": f"Sangha: received ₹100.00, receipt R-1. Paid through {MONTH}. Thank you."}]
+                                  "body": kannada_receipt("₹100.00", "R-1")}]
     body = services.sms.sent[0]["body"]
     assert "Asha" not in body and world["phone"].member_no not in body  # nothing that names the member
     # The job again (a second run, a replayed nudge, the handler called directly): still one SMS.
@@ -124,18 +129,19 @@ async def test_page_payment_sends_through_the_http_adapter(world, services, make
             assert await jobs.sweep(services) == 1
             assert await jobs.sweep(services) == 0
         assert [(m["to"], m["body"]) for m in server.messages] == [
-            ("+919876543210", f"Sangha: received ₹100.00, receipt P-7. Paid through {MONTH}. Thank you.")]
+            ("+919876543210", kannada_receipt("₹100.00", "P-7"))]
 
 
 async def test_member_toggles_dues_messages_on_their_page(world, services, make_web):
     member = await make_web()
     member.client.cookies.set(SESSION_COOKIE, await login_cookie(services, await member_user(services, world["phone"])))
     page = await member.get("/dues/me")
-    assert page.status_code == 200 and "Stop dues SMS" in page.text
+    kn = i18n.translations("kn")  # the member reads Kannada
+    assert page.status_code == 200 and kn.gettext("Stop dues SMS") in page.text
     r = await member.post("/dues/me/messages", {"opt_out": "1"})
     assert r.status_code == 303 and r.headers["location"] == "/dues/me"
     page = await member.get("/dues/me")
-    assert "Send me dues SMS again" in page.text
+    assert kn.gettext("Send me dues SMS again") in page.text
     async with services.reader() as db:
         assert (await db.get(DuesMessageOptOut, world["phone"].id)) is not None
         assert (await db.execute(select(func.count()).select_from(AuditEvent)
