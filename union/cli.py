@@ -25,6 +25,24 @@ async def _with_services(settings: Settings, fn):
         await services.close()
 
 
+def _in_one_transaction(settings: Settings, work) -> tuple[bool, object]:
+    """Run `await work(session)` in one committed write transaction. A refusal (UnionError) is
+    printed as `error: ...` and nothing is committed: (False, None)."""
+    from union.errors import UnionError
+
+    async def run(services):
+        async with services.sessions() as session:
+            result = await work(session)
+            await session.commit()
+            return result
+
+    try:
+        return True, asyncio.run(_with_services(settings, run))
+    except UnionError as exc:
+        _say(f"error: {exc.message}")
+        return False, None
+
+
 def cmd_migrate(settings: Settings, args) -> int:
     from union.db import migrate
 
@@ -93,19 +111,9 @@ def cmd_users_create(settings: Settings, args) -> int:
 
     password = sys.stdin.readline().rstrip("\n") if not sys.stdin.isatty() else getpass.getpass("Password: ")
 
-    async def run(services):
-        async with services.sessions() as session:
-            user = await accounts.create_user(session, username=args.username, password=password,
-                                              roles=args.role, branch_code=args.branch)
-            await session.commit()
-            return user
-
-    from union.errors import UnionError
-
-    try:
-        user = asyncio.run(_with_services(settings, run))
-    except UnionError as exc:
-        _say(f"error: {exc.message}")
+    ok, user = _in_one_transaction(settings, lambda session: accounts.create_user(
+        session, username=args.username, password=password, roles=args.role, branch_code=args.branch))
+    if not ok:
         return 1
     _say(f"Created user {user.username} with roles {', '.join(args.role)}.")
     return 0
@@ -115,26 +123,16 @@ def cmd_dues_rate(settings: Settings, args) -> int:
     import datetime as dt
 
     from dues import services as dues
-    from union.errors import UnionError
 
     try:
         start = dt.date.fromisoformat(args.starting)
     except ValueError:
         _say("error: --from must be a date YYYY-MM-DD (the first day of a month)")
         return 1
-
-    async def run(services):
-        async with services.sessions() as session:
-            rate = await dues.change_rate(session, plan_code=args.plan, monthly_minor=args.monthly_minor,
-                                          effective_from=start, today=dt.date.today(),
-                                          currency=settings.default_currency)
-            await session.commit()
-            return rate
-
-    try:
-        rate = asyncio.run(_with_services(settings, run))
-    except UnionError as exc:
-        _say(f"error: {exc.message}")
+    ok, rate = _in_one_transaction(settings, lambda session: dues.change_rate(
+        session, plan_code=args.plan, monthly_minor=args.monthly_minor, effective_from=start,
+        today=dt.date.today(), currency=settings.default_currency))
+    if not ok:
         return 1
     _say(f"Plan {args.plan}: {rate.monthly_minor} {rate.currency} minor units a month from {rate.effective_from}.")
     return 0
@@ -142,20 +140,15 @@ def cmd_dues_rate(settings: Settings, args) -> int:
 
 def cmd_tokens_create(settings: Settings, args) -> int:
     from union import accounts
-    from union.errors import UnionError
 
-    async def run(services):
-        async with services.sessions() as session:
-            user = await accounts.get_user(session, args.username)
-            raw = await accounts.create_token(session, user=user, label=args.label or "")
-            await session.commit()
-            return raw
+    async def create(session):
+        user = await accounts.get_user(session, args.username)
+        return await accounts.create_token(session, user=user, label=args.label or "")
 
-    try:
-        print(asyncio.run(_with_services(settings, run)))
-    except UnionError as exc:
-        _say(f"error: {exc.message}")
+    ok, raw = _in_one_transaction(settings, create)
+    if not ok:
         return 1
+    print(raw)
     return 0
 
 

@@ -5,12 +5,9 @@ a refund, a welfare allocation and payout, and a collector's cash shortfall."""
 from __future__ import annotations
 
 import datetime as dt
-import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
-from sqlalchemy import text
 
 from dues import ledger
 from dues.models import EntryKind
@@ -108,27 +105,3 @@ async def april(services, people) -> Books:
                                      member_id=b.members["C"].id)
     b.entries["c1"], b.entries["c2"] = c1, c2
     return b
-
-
-def cli_env(settings) -> dict:
-    return {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "UNION_DATABASE_URL": settings.database_url,
-            "UNION_DATA_DIR": str(settings.data_dir), "UNION_SECRET_KEY": settings.secret_key,
-            "UNION_HASH_KEY": settings.hash_key, "UNION_ENCRYPTION_KEYS": settings.encryption_keys or "",
-            "UNION_REDIS_URL": "", "UNION_LOG_LEVEL": "WARNING"}
-
-
-async def as_attacker(services, *statements: tuple[str, dict]) -> None:
-    """Someone with database access: triggers off, then write."""
-    async with services.engine.connect() as conn:
-        if services.settings.is_sqlite:
-            names = (await conn.execute(text(
-                "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name IN ('journal_entry', 'posting')"
-            ))).scalars().all()
-            for name in names:
-                await conn.execute(text(f"DROP TRIGGER {name}"))
-        else:
-            await conn.execute(text("ALTER TABLE journal_entry DISABLE TRIGGER USER"))
-            await conn.execute(text("ALTER TABLE posting DISABLE TRIGGER USER"))
-        for sql, params in statements:
-            await conn.execute(text(sql), params)
-        await conn.commit()

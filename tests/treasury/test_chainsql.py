@@ -10,7 +10,8 @@ import pytest
 
 from dues import ledger
 from dues.money import Money
-from tests.treasury.conftest import as_attacker, post
+from tests.dues.conftest import as_attacker
+from tests.treasury.conftest import post
 from treasury import chainsql
 
 TRICKY = ['plain', 'quote " and \\ backslash', "new\nline\ttab\r\x01\x1f\x7f", "ಕನ್ನಡ ದಾಖಲೆ", "emoji 🙂 / slash",

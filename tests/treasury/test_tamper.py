@@ -15,7 +15,8 @@ from dues import ledger
 from dues.models import JournalEntry
 from tests.conftest import run_cli
 from tests.helpers import PASSWORD
-from tests.treasury.conftest import as_attacker, cli_env
+from tests.dues.conftest import as_attacker
+from tests.union.test_accounts import cli_env
 from treasury import checkpoint, periods
 from treasury.errors import CheckpointMismatch
 
