@@ -14,19 +14,26 @@ p99 < 25 ms; standing for 100,000 members in <= 10 s.
 
 Posting. Each measurement gets its own fresh database (a file in a temporary folder,
 or a throw-away PostgreSQL database), built by the migrations, with one branch,
-one collector per writer and --members members. W writers (asyncio tasks, each
-with its own session per payment) share P payments: writer w is collector w, with
-its own receipt book. A payment is what POST /dues/collect does with the database:
-`dues.services.record_cash_payment` in its own transaction, committed — the member
-looked up, the receipt number checked, the chart and the collector's cash account
-ensured, the chain head locked, the journal entry (hash-chained) with its two
-postings, the payment row and an audit event. Latency is from opening the session
-to the commit returning, so with W > 1 it includes waiting for the write lock
-(SQLite: the app's single write connection; PostgreSQL: the ledger head row).
-The first 5 % of payments are a warm-up and are not counted. "cpu ms" is the CPU
-time of the benchmark process per payment (Python, the event loop and the driver's
-threads; not the PostgreSQL server's): on a shared machine it says more about the
-cost of the code than the wall-clock figures do.
+one collector per writer and --members members. W writers (asyncio tasks) share P
+payments: writer w is collector w, with its own receipt book, and pays its list in
+order, one payment at a time. A payment is what POST /dues/collect does with the
+database: `PaymentBatcher.submit` (dues.batch), the process's group committer,
+which posts whatever is waiting (up to 64) in one transaction with
+`dues.services.record_cash_payments`, commits once and answers each caller — the
+members looked up, the receipt numbers checked, the chart and the collectors' cash
+accounts read with the chain head locked, the journal entries (hash-chained) with
+their postings, the payment rows and the audit events, in a constant number of
+statements per batch. Latency is from the submit to its answer (the commit done),
+so with W > 1 it includes waiting for the batch before. "one per transaction
+(before)" is `dues.services.record_cash_payment` in its own session and
+transaction per payment, as the routes posted before group commit (--no-single
+leaves it out). The first 5 % of payments are a warm-up and are not counted. "cpu
+ms" is the CPU time of the benchmark process per payment (Python, the event loop
+and the driver's threads; not the PostgreSQL server's): on a shared machine it
+says more about the cost of the code than the wall-clock figures do. "stmt/pay"
+is SQL statements per payment (SQLAlchemy's before_cursor_execute: a multi-row
+INSERT or an executemany counts once), "pay/txn" payments per committed
+transaction.
 
   SQLite: the app's engine (WAL, BEGIN IMMEDIATE, one write connection) with
   PRAGMA synchronous=FULL (the app's default is NORMAL), at 1 writer and at 8.
@@ -38,7 +45,11 @@ hand-written Core statements and nothing else: advance the ledger head (UPDATE .
 RETURNING, which also takes its lock), insert the two postings, the entry header
 (the database's balance trigger still runs), the payment, the audit event (INSERT
 ... RETURNING) and update the audit head. No look-ups, no validation, no ORM,
-placeholder hashes. service/raw is the cost of the service layer.
+placeholder hashes. "Raw SQL, batched like the service" writes the same rows
+through the same kind of group committer: one transaction for whatever is waiting,
+each table in one multi-row statement (on SQLite, INSERT ... RETURNING of several
+rows goes one row at a time, as SQLAlchemy cannot learn their order otherwise).
+service/raw is the cost of the service layer.
 
 Standing: a fresh database (SQLite, and PostgreSQL when it answers) with N members
 (default 100,000) joined over the last four years, about one in seven on the
@@ -178,6 +189,8 @@ class Run:
     seconds: float
     latencies: list[float]
     cpu: float  # CPU seconds of this process (event loop and driver threads) over the counted payments
+    statements: int = 0  # SQL statements sent over the counted payments (before_cursor_execute)
+    batches: int = 0  # transactions that wrote them (group commit: fewer than payments)
 
     @property
     def rate(self) -> float:
@@ -193,9 +206,64 @@ def payment_plan(world: World, count: int, writers: int, rng: random.Random) -> 
     return plan
 
 
-async def run_writers(label: str, writers: int, plan, pay, *, warmup: float = 0.05) -> Run:
+class Counter:
+    """SQL statements sent through an engine (SQLAlchemy's before_cursor_execute: one per round trip,
+    an executemany or a multi-row INSERT counting once), and transactions committed."""
+
+    def __init__(self, engine):
+        from sqlalchemy import event
+
+        self.statements = self.commits = 0
+        self._engine = engine.sync_engine
+
+        def statement(*_args, **_kw):
+            self.statements += 1
+
+        def commit(*_args, **_kw):
+            self.commits += 1
+
+        self._hooks = [("before_cursor_execute", statement), ("commit", commit)]
+        for name, fn in self._hooks:
+            event.listen(self._engine, name, fn)
+
+    def snapshot(self) -> tuple[int, int]:
+        return self.statements, self.commits
+
+
+class GroupCommitter:
+    """The raw floor's group commit, like dues.batch.PaymentBatcher: callers submit, one writer task
+    takes everything queued (up to `cap`) and writes it with `write(items)` in one transaction."""
+
+    def __init__(self, write, cap: int = 64):
+        self.write, self.cap = write, cap
+        self.waiting: list = []
+        self.task: asyncio.Task | None = None
+
+    async def submit(self, item) -> None:
+        future = asyncio.get_running_loop().create_future()
+        self.waiting.append((item, future))
+        if self.task is None or self.task.done():
+            self.task = asyncio.create_task(self.drain())
+        await future
+
+    async def drain(self) -> None:
+        while self.waiting:
+            batch, self.waiting = self.waiting[:self.cap], self.waiting[self.cap:]
+            try:
+                await self.write([item for item, _ in batch])
+            except Exception as exc:  # noqa: BLE001 - the bench fails loudly in check_posted
+                for _, future in batch:
+                    future.set_exception(exc)
+                continue
+            for _, future in batch:
+                future.set_result(None)
+
+
+async def run_writers(label: str, writers: int, plan, pay, *, warmup: float = 0.05,
+                      counter: Counter | None = None) -> Run:
     """Each writer pays its list in order; the first `warmup` share of each list is not counted."""
     latencies: list[list[float]] = [[] for _ in range(writers)]
+    counted_at: list[tuple[int, int]] = []
     skip = [int(len(p) * warmup) for p in plan]
     ready = asyncio.Event()
     counted_start: list[float] = []
@@ -207,6 +275,8 @@ async def run_writers(label: str, writers: int, plan, pay, *, warmup: float = 0.
                 counted_start.append(time.perf_counter())
                 if len(counted_start) == writers:
                     cpu_start.append(time.process_time())
+                    if counter is not None:
+                        counted_at.append(counter.snapshot())
                     ready.set()
                 await ready.wait()  # every writer is warm before the clock starts
             started = time.perf_counter()
@@ -217,12 +287,20 @@ async def run_writers(label: str, writers: int, plan, pay, *, warmup: float = 0.
     await asyncio.gather(*(writer(w) for w in range(writers)))
     ended, cpu_end = time.perf_counter(), time.process_time()
     flat = [x for per in latencies for x in per]
-    return Run(label, writers, len(flat), ended - max(counted_start), flat, cpu_end - cpu_start[0])
+    run = Run(label, writers, len(flat), ended - max(counted_start), flat, cpu_end - cpu_start[0])
+    if counter is not None and counted_at:
+        run.statements = counter.statements - counted_at[0][0]
+        run.batches = counter.commits - counted_at[0][1]
+    return run
 
 
-async def service_run(db: Database, *, writers: int, payments: int, members: int, seed: int) -> Run:
+async def service_run(db: Database, *, writers: int, payments: int, members: int, seed: int,
+                      batched: bool = True) -> Run:
+    """batched: through dues.batch.PaymentBatcher, as the routes post (group commit); otherwise
+    dues.services.record_cash_payment in its own transaction per payment (the path before it)."""
+    from dues.batch import PaymentBatcher
     from dues.money import Money
-    from dues.services import record_cash_payment
+    from dues.services import PaymentRequest, record_cash_payment
     from union.db import make_sessionmaker
     from union.models import Role
     from union.policy import Principal
@@ -234,21 +312,45 @@ async def service_run(db: Database, *, writers: int, payments: int, members: int
         plan = payment_plan(world, payments, writers, rng)
         sessions = make_sessionmaker(engine)
         principals = [Principal(user=u, grants={Role.collector: {world.branch_id}}) for u in world.collectors]
+        batcher = PaymentBatcher(sessions)
+        counter = Counter(engine)
 
-        async def pay(w: int, member_no: str, amount: int, receipt_no: str) -> None:
+        async def pay_batched(w: int, member_no: str, amount: int, receipt_no: str) -> None:
+            await batcher.submit(PaymentRequest(member_no=member_no, amount=Money(amount, "INR"),
+                                                receipt_no=receipt_no, collector=principals[w], today=TODAY))
+
+        async def pay_alone(w: int, member_no: str, amount: int, receipt_no: str) -> None:
             async with sessions() as session:
                 await record_cash_payment(session=session, member_no=member_no, amount=Money(amount, "INR"),
                                           receipt_no=receipt_no, collector=principals[w], today=TODAY)
                 await session.commit()
 
-        run = await run_writers(f"service: record_cash_payment ({db.label})", writers, plan, pay)
+        label = "service, group commit" if batched else "service, one per transaction (before)"
+        run = await run_writers(f"{label} ({db.label})", writers, plan, pay_batched if batched else pay_alone,
+                                counter=counter)
+        await batcher.close()
         await check_posted(engine, payments)
+        if batched:
+            await check_chains(engine)
         return run
     finally:
         await engine.dispose()
 
 
-async def raw_run(db: Database, *, writers: int, payments: int, members: int, seed: int) -> Run:
+async def check_chains(engine) -> None:
+    """The group commit's entries and audit events chain as the single path's do."""
+    from dues.ledger import verify_ledger_chain
+    from union.audit import verify_chain
+    from union.db import make_sessionmaker
+
+    async with make_sessionmaker(engine)() as session:
+        ledger, audit = await verify_ledger_chain(session), await verify_chain(session)
+    if not (ledger.intact and audit.intact):
+        raise SystemExit(f"the run broke a chain: ledger {ledger}, audit {audit}")
+
+
+async def raw_run(db: Database, *, writers: int, payments: int, members: int, seed: int,
+                  batched: bool = False) -> Run:
     from sqlalchemy import insert, update
 
     from dues.models import CashPayment, JournalEntry, LedgerHead, Posting
@@ -260,34 +362,67 @@ async def raw_run(db: Database, *, writers: int, payments: int, members: int, se
         world = await seed_people(engine, collectors=writers, members=members, rng=rng)
         plan = payment_plan(world, payments, writers, rng)
         income = world.accounts["dues_income"]
-        head = (update(LedgerHead).where(LedgerHead.id == 1)
-                .values(last_seq=LedgerHead.last_seq + 1, last_hash=HASH).returning(LedgerHead.last_seq))
+        counter = Counter(engine)
 
-        async def pay(w: int, member_no: str, amount: int, receipt_no: str) -> None:
+        def rows(w: int, member_no: str, amount: int, receipt_no: str, seq: int):
             collector = world.collectors[w]
             member_id = world.member_ids[member_no]
             entry_id, now = str(uuid.uuid4()), dt.datetime.now(dt.UTC)
+            postings = [
+                {"entry_id": entry_id, "account_id": world.accounts[f"cash:collector:{collector.id}"],
+                 "amount_minor": amount, "currency": "INR"},
+                {"entry_id": entry_id, "account_id": income, "amount_minor": -amount, "currency": "INR"}]
+            entry = dict(id=entry_id, idempotency_key=f"cash:{collector.id}:{receipt_no}", kind="cash_payment",
+                         description=f"Cash dues from member {member_no}, receipt {receipt_no}", effective_date=TODAY,
+                         posted_at=now, created_by_user_id=collector.id, member_id=member_id, content_hash=HASH,
+                         prev_hash=HASH, hash=HASH, seq=seq)
+            payment = dict(member_id=member_id, collector_user_id=collector.id, amount_minor=amount, currency="INR",
+                           receipt_no=receipt_no, entry_id=entry_id, created_at=now)
+            event = dict(at=now, actor_user_id=collector.id, actor=collector.username, action="dues.cash_payment",
+                         target_type="member", target_id=member_no, prev_hash=HASH, hash=HASH)
+            return postings, entry, payment, event
+
+        def head(n: int):
+            return (update(LedgerHead).where(LedgerHead.id == 1)
+                    .values(last_seq=LedgerHead.last_seq + n, last_hash=HASH).returning(LedgerHead.last_seq))
+
+        async def pay(w: int, member_no: str, amount: int, receipt_no: str) -> None:
             async with engine.begin() as conn:
-                seq = (await conn.execute(head)).scalar_one()
-                await conn.execute(insert(Posting), [
-                    {"entry_id": entry_id, "account_id": world.accounts[f"cash:collector:{collector.id}"],
-                     "amount_minor": amount, "currency": "INR"},
-                    {"entry_id": entry_id, "account_id": income, "amount_minor": -amount, "currency": "INR"}])
-                await conn.execute(insert(JournalEntry).values(
-                    id=entry_id, idempotency_key=f"cash:{collector.id}:{receipt_no}", kind="cash_payment",
-                    description=f"Cash dues from member {member_no}, receipt {receipt_no}", effective_date=TODAY,
-                    posted_at=now, created_by_user_id=collector.id, member_id=member_id, content_hash=HASH,
-                    prev_hash=HASH, hash=HASH, seq=seq))
-                payment_id = (await conn.execute(insert(CashPayment).values(
-                    member_id=member_id, collector_user_id=collector.id, amount_minor=amount, currency="INR",
-                    receipt_no=receipt_no, entry_id=entry_id, created_at=now).returning(CashPayment.id))).scalar_one()
+                seq = (await conn.execute(head(1))).scalar_one()
+                postings, entry, payment, event = rows(w, member_no, amount, receipt_no, seq)
+                await conn.execute(insert(Posting), postings)
+                await conn.execute(insert(JournalEntry).values(**entry))
+                payment_id = (await conn.execute(insert(CashPayment).values(**payment)
+                                                 .returning(CashPayment.id))).scalar_one()
                 event_id = (await conn.execute(insert(AuditEvent).values(
-                    at=now, actor_user_id=collector.id, actor=collector.username, action="dues.cash_payment",
-                    target_type="member", target_id=member_no, detail=f'{{"payment_id":{payment_id}}}',
-                    prev_hash=HASH, hash=HASH).returning(AuditEvent.id))).scalar_one()
+                    **event, detail=f'{{"payment_id":{payment_id}}}').returning(AuditEvent.id))).scalar_one()
                 await conn.execute(update(AuditHead).where(AuditHead.id == 1).values(last_id=event_id, last_hash=HASH))
 
-        run = await run_writers(f"raw SQL, the same rows ({db.label})", writers, plan, pay)
+        async def write_batch(items) -> None:
+            """The same rows for a batch, in the fewest statements: the floor of the group commit."""
+            async with engine.begin() as conn:
+                last = (await conn.execute(head(len(items)))).scalar_one()
+                made = [rows(*item, seq=last - len(items) + n) for n, item in enumerate(items, start=1)]
+                await conn.execute(insert(Posting), [p for postings, _, _, _ in made for p in postings])
+                await conn.execute(insert(JournalEntry), [entry for _, entry, _, _ in made])
+                payment_ids = (await conn.execute(
+                    insert(CashPayment).returning(CashPayment.id, sort_by_parameter_order=True),
+                    [payment for _, _, payment, _ in made])).scalars().all()
+                event_ids = (await conn.execute(
+                    insert(AuditEvent).returning(AuditEvent.id, sort_by_parameter_order=True),
+                    [event | {"detail": f'{{"payment_id":{pid}}}'} for (_, _, _, event), pid
+                     in zip(made, payment_ids)])).scalars().all()
+                await conn.execute(update(AuditHead).where(AuditHead.id == 1)
+                                   .values(last_id=event_ids[-1], last_hash=HASH))
+
+        committer = GroupCommitter(write_batch)
+
+        async def pay_batched(w: int, member_no: str, amount: int, receipt_no: str) -> None:
+            await committer.submit((w, member_no, amount, receipt_no))
+
+        label = "raw SQL, batched like the service" if batched else "raw SQL, the same rows"
+        run = await run_writers(f"{label} ({db.label})", writers, plan, pay_batched if batched else pay,
+                                counter=counter)
         await check_posted(engine, payments)
         return run
     finally:
@@ -415,13 +550,15 @@ def main() -> None:
                         help="comma-separated: sqlite, postgres, standing")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--quick", action="store_true", help="small numbers, to check the bench works")
+    parser.add_argument("--no-single", action="store_true",
+                        help="leave out the one-payment-per-transaction service row (the path before group commit)")
     args = parser.parse_args()
     if args.quick:
         args.payments, args.members, args.standing_members = 200, 200, 5000
     only = {x.strip() for x in args.only.split(",") if x.strip()}
     pg = postgres_answers()
     workdir = Path(tempfile.mkdtemp(prefix="union-bench-dues-"))
-    runs: list[tuple[Run, Run]] = []
+    runs: list[tuple[Run, ...]] = []
     standings: list[dict] = []
     notes: list[str] = []
     try:
@@ -434,15 +571,19 @@ def main() -> None:
             else:
                 notes.append("PostgreSQL did not answer at " + PG_ADMIN + ": its runs were skipped.")
         for kind, writers in configs:
-            pair = []
-            for what, fn in (("service", service_run), ("raw", raw_run)):
+            group = []
+            variants = [("service, group commit", service_run, {"batched": True})]
+            if not args.no_single:
+                variants.append(("service, one per transaction", service_run, {"batched": False}))
+            variants += [("raw", raw_run, {}), ("raw, batched", raw_run, {"batched": True})]
+            for what, fn, options in variants:
                 label = (f"{'SQLite, synchronous=FULL' if kind == 'sqlite' else 'PostgreSQL'}, "
                          f"{writers} writer{'s' if writers > 1 else ''}")
                 with Database(kind, workdir, label) as db:
                     say(f"{what}: {args.payments:,} payments, {db.label} …")
-                    pair.append(asyncio.run(fn(db, writers=writers, payments=args.payments, members=args.members,
-                                               seed=args.seed)))
-            runs.append(tuple(pair))
+                    group.append(asyncio.run(fn(db, writers=writers, payments=args.payments, members=args.members,
+                                                seed=args.seed, **options)))
+            runs.append(tuple(group))
         if "standing" in only:
             for kind in ("sqlite", "postgresql"):
                 if kind == "postgresql" and not pg:
@@ -459,21 +600,28 @@ def main() -> None:
     if runs:
         print()
         print(f"Posting {args.payments:,} cash payments (first 5 % warm-up, not counted), {args.members:,} members:")
-        header = f"  {'what':<62}{'payments/s':>11}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'cpu ms':>9}"
+        header = (f"  {'what':<66}{'payments/s':>11}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'cpu ms':>9}"
+                  f"{'stmt/pay':>9}{'pay/txn':>8}")
         print(header)
         print("  " + "-" * (len(header) - 2))
-        for service, raw in runs:
-            for run in (service, raw):
+        for group in runs:
+            for run in group:
                 lat = [x * 1000 for x in run.latencies]
-                print(f"  {run.label:<62}{run.rate:>11.0f}{pct(lat, 0.50):>9.2f}{pct(lat, 0.99):>9.2f}"
-                      f"{max(lat):>9.2f}{run.cpu / run.payments * 1000:>9.2f}")
-            print(f"  {'  service/raw':<62}{service.rate / raw.rate:>11.2f}"
-                  f"{pct(service.latencies, .5) / pct(raw.latencies, .5):>9.2f}"
-                  f"{pct(service.latencies, .99) / pct(raw.latencies, .99):>9.2f}{'':>9}"
-                  f"{service.cpu / raw.cpu:>9.2f}")
+                print(f"  {run.label:<66}{run.rate:>11.0f}{pct(lat, 0.50):>9.2f}{pct(lat, 0.99):>9.2f}"
+                      f"{max(lat):>9.2f}{run.cpu / run.payments * 1000:>9.2f}"
+                      f"{run.statements / run.payments:>9.2f}{run.payments / max(run.batches, 1):>8.1f}")
+            service, raw = group[0], next(r for r in group if r.label.startswith("raw SQL, the same rows"))
+            batched_raw = group[-1]
+            for name, floor in (("service/raw", raw), ("service/raw batched", batched_raw)):
+                print(f"  {'  ' + name:<66}{service.rate / floor.rate:>11.2f}"
+                      f"{pct(service.latencies, .5) / pct(floor.latencies, .5):>9.2f}"
+                      f"{pct(service.latencies, .99) / pct(floor.latencies, .99):>9.2f}{'':>9}"
+                      f"{service.cpu / service.payments / (floor.cpu / floor.payments):>9.2f}")
     if runs:
         print("  cpu ms: CPU time of the benchmark process per payment (Python, event loop, driver threads;"
               " not the PostgreSQL server's)")
+        print("  stmt/pay: SQL statements per payment (a multi-row INSERT is one); pay/txn: payments per"
+              " committed transaction")
     for s in standings:
         print()
         times = ", ".join(f"{t:.2f}" for t in s["times"])

@@ -51,7 +51,7 @@ class TeamView:          # dispatch builds hundreds of these; treat them as read
         return self.base_lat, self.base_lon, "base"
 
 
-@dataclass
+@dataclass(slots=True)
 class Candidate:
     team: TeamView
     distance_km: float

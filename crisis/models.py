@@ -82,14 +82,16 @@ class Team(SQLModel, table=True):
     languages: str = Field(default="", max_length=60)  # space-separated ISO 639-1 codes
     current_incident_id: int | None = Field(default=None)
     created_at: dt.datetime = Field(default_factory=utcnow)
-    # Change stamp: on SQLite the database sets it from TeamClock on every insert and update (triggers
-    # of migration 0009), whatever the writer; the dispatch cache reads the rows stamped after its own.
+    # Change stamp, set by the database on every insert and update whatever the writer: on SQLite from
+    # TeamClock (triggers of migration 0009), on PostgreSQL the writing transaction's id (migration 0010);
+    # the dispatch cache reads the rows changed since the state it holds (crisis/teamcache.py).
     version: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, index=True, default=0))
 
 
 class TeamClock(SQLModel, table=True):
     """One row: the newest team change stamp, and an epoch that grows when a team is deleted
-    (see crisis/teamcache.py; maintained by the database's triggers on SQLite only)."""
+    (see crisis/teamcache.py; maintained by the database's triggers: the version on SQLite only, the
+    epoch on both)."""
 
     id: int | None = Field(default=None, primary_key=True)
     version: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))

@@ -97,9 +97,12 @@ def check_intake(intake: Intake) -> Intake:
                   callback_phone=phone, note=note or None, source=intake.source)
 
 
-async def nearest_branch(session: AsyncSession, lat: float, lon: float) -> Branch | None:
-    branches = list((await session.execute(select(Branch))).scalars())
-    return min(branches, key=lambda b: haversine_km(lat, lon, b.lat, b.lon), default=None)
+async def nearest_branch(session: AsyncSession, lat: float, lon: float):
+    """The nearest branch's (id, code, lat, lon) row, or None: plain columns, not ORM objects (every intake
+    asks, and only the id and code are used)."""
+    b = Branch.__table__.c
+    branches = (await session.execute(select(b.id, b.code, b.lat, b.lon))).all()
+    return min(branches, key=lambda r: haversine_km(lat, lon, r.lat, r.lon), default=None)
 
 
 def _new_reference() -> str:
@@ -181,7 +184,7 @@ async def rank_for(session: AsyncSession, svc, *, lat: float, lon: float, kind: 
                    exclude: set[int], now: dt.datetime, committed_only: bool = False) -> Ranking:
     """The normal radius first (a small box: fast), the wide radius only when it found nobody.
 
-    With the in-memory team table (SQLite, crisis/teamcache.py) one small query brings it up to date;
+    With the in-memory team table (crisis/teamcache.py) one small query brings it up to date;
     `committed_only`: this session has changed no team row (yet), so what it reads may enter the copy
     every decision of the process shares."""
     s = svc.settings
@@ -190,13 +193,15 @@ async def rank_for(session: AsyncSession, svc, *, lat: float, lon: float, kind: 
     overlay = await cache.refresh(session, committed_only=committed_only) if cache is not None else None
     ranking = Ranking([])
     for radius in (s.dispatch_radius_km, s.dispatch_wide_radius_km):
-        if overlay is not None:
-            teams = cache.near(lat, lon, bounding_box(lat, lon, radius), overlay)
+        if overlay is not None:  # the same ranking as below over the same teams, from the copy's records
+            ranking = cache.rank(lat=lat, lon=lon, kind=kind, language=language, now=now, stale_after=stale,
+                                 radius_km=s.dispatch_radius_km, wide_radius_km=radius, exclude=exclude,
+                                 overlay=overlay)
         else:
             teams = await teams_near(session, lat, lon, radius)
-        ranking = rank_teams(lat=lat, lon=lon, kind=kind, language=language, teams=teams, now=now,
-                             stale_after=stale, radius_km=s.dispatch_radius_km, wide_radius_km=radius,
-                             exclude=exclude)
+            ranking = rank_teams(lat=lat, lon=lon, kind=kind, language=language, teams=teams, now=now,
+                                 stale_after=stale, radius_km=s.dispatch_radius_km, wide_radius_km=radius,
+                                 exclude=exclude)
         if ranking.ordered:
             break
     routing = svc.extras.get("routing")

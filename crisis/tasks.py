@@ -107,7 +107,7 @@ async def send_offer_sms(session, svc, payload: dict):
     return []
 
 
-@jobs.due_handler("crisis.offer_deadline")
+@jobs.due_handler("crisis.offer_deadline", timer=True)
 async def offer_deadline(session, svc, payload: dict):
     return await crisis.lapse_offer(session, svc, offer_id=payload["offer"])
 

@@ -1,5 +1,5 @@
 """Adds crisis response's long-lived clients to the shared services: the push
-sender and VAPID key, the in-memory team table for dispatch (SQLite), and the
+sender and VAPID key, the in-memory team table for dispatch, and the
 optional routing provider."""
 
 from crisis.push import build_push_sender
@@ -10,8 +10,8 @@ from union.services import SERVICE_EXTENSIONS
 
 def extend_services(services) -> None:
     services.extras["push"], services.extras["vapid"] = build_push_sender(services.settings, services.http)
-    if services.settings.is_sqlite:  # kept exact by migration 0009's triggers, which only SQLite has
-        services.extras["team_cache"] = TeamCache()
+    # Kept exact by the database: stamps of migration 0009 (SQLite), writers' transaction ids of 0010 (PostgreSQL).
+    services.extras["team_cache"] = TeamCache()
     if services.settings.routing_url:
         services.extras["routing"] = OsrmRouting(services.http, services.settings.routing_url,
                                                  timeout=services.settings.routing_timeout_seconds)

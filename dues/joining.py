@@ -46,14 +46,11 @@ async def joining_fee_paid(session: AsyncSession, member_id: int) -> int:
     return int(total)
 
 
-async def payment_lines(session: AsyncSession, *, member: Member, cash_account: str, amount: Money) -> list[Line]:
-    """The lines of a cash payment's entry: Dr cash / Cr dues_income, with the joining fee taken
-    first when the member still owes it."""
-    fee = await plan_joining_fee(session, member)
-    if fee is None or fee.currency != amount.currency:
-        return [(cash_account, amount), ("dues_income", -amount)]
-    await lock_head(session)  # the fee check must stay true until our entry is posted
-    if await joining_fee_paid(session, member.id) >= fee.amount_minor:
+def fee_lines(*, fee: Money | None, paid_minor: int | None, cash_account: str, amount: Money) -> list[Line]:
+    """The lines of a cash payment's entry given the plan's fee and the fee already booked for the
+    member (None: not looked up, because no fee applies). Raises InvalidAmount when the payment does
+    not cover a fee still owed. Shared by the single payment and the batch (dues.services)."""
+    if fee is None or fee.currency != amount.currency or (paid_minor or 0) >= fee.amount_minor:
         return [(cash_account, amount), ("dues_income", -amount)]
     if amount < fee:
         raise InvalidAmount(_("The first payment must include the joining fee of %(fee)s.",
@@ -62,3 +59,36 @@ async def payment_lines(session: AsyncSession, *, member: Member, cash_account: 
     if amount > fee:
         lines.append(("dues_income", -(amount - fee)))
     return lines
+
+
+def fee_of(plan_row) -> Money | None:
+    """A plan's joining fee from a row with joining_fee_minor and joining_fee_currency, or None."""
+    if plan_row is None or not plan_row.joining_fee_minor:
+        return None
+    return Money(int(plan_row.joining_fee_minor), plan_row.joining_fee_currency)
+
+
+async def joining_fees_paid(session: AsyncSession, member_ids) -> dict[int, int]:
+    """Net joining fee booked for each of the members (credit positive), in one statement."""
+    ids = sorted(set(member_ids))
+    if not ids:
+        return {}
+    rows = (await session.execute(
+        select(JournalEntry.member_id, func.coalesce(-func.sum(Posting.amount_minor), 0))
+        .join(JournalEntry, JournalEntry.id == Posting.entry_id)
+        .join(LedgerAccount, LedgerAccount.id == Posting.account_id)
+        .where(LedgerAccount.code == JOINING_FEE_ACCOUNT, JournalEntry.member_id.in_(ids))
+        .group_by(JournalEntry.member_id))).all()
+    found = {member_id: int(total) for member_id, total in rows}
+    return {member_id: found.get(member_id, 0) for member_id in ids}
+
+
+async def payment_lines(session: AsyncSession, *, member: Member, cash_account: str, amount: Money) -> list[Line]:
+    """The lines of a cash payment's entry: Dr cash / Cr dues_income, with the joining fee taken
+    first when the member still owes it."""
+    fee = await plan_joining_fee(session, member)
+    if fee is None or fee.currency != amount.currency:
+        return [(cash_account, amount), ("dues_income", -amount)]
+    await lock_head(session)  # the fee check must stay true until our entry is posted
+    return fee_lines(fee=fee, paid_minor=await joining_fee_paid(session, member.id), cash_account=cash_account,
+                     amount=amount)

@@ -21,6 +21,11 @@ postings can change without `verify_ledger_chain` naming the entry. The head
 row (`ledger_head`) holds the newest seq and hash and is locked while posting
 (SELECT ... FOR UPDATE on PostgreSQL; SQLite transactions are BEGIN IMMEDIATE),
 so the chain never forks.
+
+Many entries at once (the group commit of cash payments, dues.services.record_cash_payments):
+`prepare_entry` checks and content-hashes each as post_entry does, the caller locks the head
+once, and `append_entries` chains them in order with the same hashing functions and writes
+their postings and headers in one multi-row statement each.
 """
 
 from __future__ import annotations
@@ -32,14 +37,15 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dues.errors import (AlreadyReversed, CurrencyMismatch, IdempotencyConflict, InvalidAmount, InvalidEntry,
                          PeriodClosed, UnbalancedEntry, UnknownAccount, UnknownEntry)
-from dues.models import AccountType, EntryKind, JournalEntry, LedgerAccount, LedgerHead, Posting
+from dues.models import AccountType, EntryKind, JournalEntry, LedgerAccount, LedgerHead, Posting, new_entry_id
 from dues.money import DEFAULT_CURRENCY, Money
+from union.models import utcnow
 from union.i18n import _
 from migrations.helpers import GENESIS  # one definition for code and schema
 
@@ -118,6 +124,35 @@ async def collector_cash_account(session: AsyncSession, user_id: int,
         {"code": code, "name": f"Cash held by collector #{int(user_id)}", "type": str(AccountType.asset),
          "currency": currency}])
     return (await _accounts_by_code(session, [code]))[code]
+
+
+async def ensure_chart_and_cash(session: AsyncSession, user_ids: Iterable[int],
+                                currency: str = DEFAULT_CURRENCY) -> dict:
+    """The standard chart and the cash accounts of these collectors: rows (id, code, currency) by code, in
+    one look-up when they all exist (the usual case); what is missing is created as `ensure_accounts`
+    and `collector_cash_account` create it (idempotent, safe under concurrency)."""
+    cash = {f"{COLLECTOR_CASH_PREFIX}{int(user_id)}": int(user_id) for user_id in user_ids}
+    chart = [code for code, _, _ in STANDARD_ACCOUNTS]
+
+    async def look_up() -> dict:
+        return {row.code: row for row in (await session.execute(
+            select(LedgerAccount.id, LedgerAccount.code, LedgerAccount.currency)
+            .where(LedgerAccount.code.in_({*chart, *cash})))).all()}
+
+    found = await look_up()
+    if len(found) == len(chart) + len(cash):
+        return found
+    if any(code not in found for code in chart):
+        await ensure_accounts(session, currency)
+    missing = [code for code in cash if code not in found]
+    if missing:
+        await session.execute(_insert_ignoring_duplicates(session), [
+            {"code": code, "name": f"Cash held by collector #{cash[code]}", "type": str(AccountType.asset),
+             "currency": currency} for code in missing])
+    found = await look_up()
+    if len(found) != len(chart) + len(cash):
+        raise UnknownAccount(f"no ledger account {', '.join(sorted({*chart, *cash} - found.keys()))}", field="account")
+    return found
 
 
 # ---------------------------------------------------------------- hashing
@@ -265,6 +300,88 @@ async def post_entry(session: AsyncSession, *, key: str, kind: str, lines: Seque
                                  month=effective_date.strftime("%Y-%m")), field="effective_date") from None
         raise
     return entry
+
+
+@dataclass
+class PreparedEntry:
+    """An entry checked and content-hashed in Python, not yet chained nor written (see `append_entries`):
+    `row` holds journal_entry's columns, `raw` its lines as stored."""
+    row: dict
+    raw: list[_RawLine]
+
+    @property
+    def id(self) -> str:
+        return self.row["id"]
+
+
+def prepare_entry(*, key: str, kind: str, lines: Sequence[Line], description: str, effective_date: dt.date,
+                  actor=None, member_id: int | None = None) -> PreparedEntry:
+    """What post_entry checks and hashes before it takes the head, for many entries posted at once.
+    Raises the same errors as post_entry for a bad header or bad lines."""
+    kind = str(kind)
+    _check_header(key=key, kind=kind, description=description, effective_date=effective_date)
+    raw = _checked_lines(lines)
+    actor_id = getattr(actor, "id", None)
+    digest = content_hash(key=key, kind=kind, description=description, effective_date=effective_date,
+                          created_by_user_id=actor_id, member_id=member_id, reverses_entry_id=None, lines=raw)
+    return PreparedEntry({"id": new_entry_id(), "idempotency_key": key, "kind": kind, "description": description,
+                          "effective_date": effective_date, "created_by_user_id": actor_id, "member_id": member_id,
+                          "reverses_entry_id": None, "content_hash": digest}, raw)
+
+
+def currency_mismatch(prepared: PreparedEntry, accounts: dict) -> CurrencyMismatch | None:
+    """post_entry's account check for a prepared entry (`accounts`: rows with id and currency by code):
+    an unknown account raises, a posting in another currency than its account's is returned (the
+    caller decides whether it fails one entry or all)."""
+    missing = sorted({code for code, _, _ in prepared.raw} - accounts.keys())
+    if missing:
+        raise UnknownAccount(f"no ledger account {', '.join(missing)}", field="account")
+    for code, currency, _amount in prepared.raw:
+        if accounts[code].currency != currency:
+            return CurrencyMismatch(f"account {code} is kept in {accounts[code].currency}, not {currency}",
+                                    field="lines")
+    return None
+
+
+def chain_entries(last_seq: int, last_hash: str, prepared: Sequence[PreparedEntry]) -> tuple[int, str]:
+    """Number and chain the entries after the head (locked by the caller), in order: the same seq and
+    hashes post_entry would give them one after the other. Returns the new head (seq, hash)."""
+    for item in prepared:
+        row = item.row
+        row["prev_hash"], row["seq"] = last_hash, last_seq + 1
+        row["posted_at"] = utcnow()  # taken with the head locked, as post_entry does
+        row["hash"] = chain_hash(prev_hash=row["prev_hash"], content_hash=row["content_hash"], seq=row["seq"],
+                                 entry_id=row["id"], posted_at=row["posted_at"])
+        last_seq, last_hash = row["seq"], row["hash"]
+    return last_seq, last_hash
+
+
+async def append_entries(session: AsyncSession, head: tuple[int, str], prepared: Sequence[PreparedEntry],
+                         accounts: dict) -> None:
+    """Write many entries at once after `head` (last_seq, last_hash), read with the head locked
+    (`lock_head`): chain them, insert every posting in one statement, the headers in another, and
+    move the head. `accounts`: rows with id by code. Flushes, never commits. An entry dated in a
+    closed month makes the database refuse the lot (PeriodClosed)."""
+    if not prepared:
+        return
+    last_seq, last_hash = chain_entries(*head, prepared)
+    # Core statements on the session's connection: the ORM's unit of work costs more than the SQL here.
+    conn = await session.connection()
+    # Postings before their headers: each header's insert trigger checks that they balance, then seals them.
+    await conn.execute(insert(Posting.__table__), [
+        {"entry_id": item.id, "account_id": accounts[code].id, "amount_minor": amount, "currency": currency}
+        for item in prepared for code, currency, amount in item.raw])
+    try:
+        await conn.execute(insert(JournalEntry.__table__), [item.row for item in prepared])
+    except DBAPIError as exc:
+        if PERIOD_CLOSED_MESSAGE in str(exc):
+            months = sorted({item.row["effective_date"].strftime("%Y-%m") for item in prepared})
+            raise PeriodClosed(_("%(month)s is closed: post a correction in an open month.",
+                                 month=", ".join(months)), field="effective_date") from None
+        raise
+    # An ORM UPDATE: the head object in this session's identity map moves too (no stale head for post_entry).
+    await session.execute(update(LedgerHead).where(LedgerHead.id == 1).values(last_seq=last_seq, last_hash=last_hash)
+                          .execution_options(synchronize_session="evaluate"))
 
 
 async def entry_lines(session: AsyncSession, entry_id: str) -> list[Line]:

@@ -12,9 +12,10 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from dues import cash_ops_messages as messages
 from dues import services as dues
+from dues.batch import batcher as payment_batcher
 from dues.errors import CurrencyMismatch, InvalidAmount
 from dues.money import Money, format_money, parse_money
-from union import audit, jobs, members
+from union import audit, members
 from union.errors import InvalidInput, UnionError
 from union.i18n import _
 from union.models import Member, User
@@ -57,16 +58,15 @@ async def api_record_payment(request: Request) -> Response:
     if not isinstance(member_no, str) or not member_no.strip():
         raise InvalidInput(_("A member number is required."), field="member_no")
     amount = _amount_from_json(data, currency)
-    async with services(request).sessions() as db:
-        payment = await dues.record_cash_payment(session=db, member_no=member_no, amount=amount,
-                                                 receipt_no=data.get("receipt_no"), months=data.get("months"),
-                                                 collector=request.state.principal, currency=currency,
-                                                 today=_today())
-        member = await db.get(Member, payment.member_id)
+    # Through the process's group committer: posted with whatever else is waiting, in one transaction
+    # with its receipt SMS (dues.batch).
+    outcome = await payment_batcher(services(request)).submit(dues.PaymentRequest(
+        member_no=member_no, amount=amount, receipt_no=data.get("receipt_no"), months=data.get("months"),
+        collector=request.state.principal, currency=currency, today=_today()))
+    payment, member = outcome.payment, outcome.member
+    async with services(request).reader() as db:
         standing = await dues.standing(db, member=member, today=_today(), grace_months=_grace(request))
-        body = payment_json(payment, member) | {"standing": standing.as_json()}
-        receipt_sms = await messages.schedule_receipt_sms(db, payment=payment)
-        await jobs.commit_and_nudge(db, services(request).jobs, [receipt_sms] if receipt_sms else [])
+    body = payment_json(payment, member) | {"standing": standing.as_json()}
     return JSONResponse(body, status_code=201)
 
 
@@ -113,14 +113,11 @@ async def collect(request: Request) -> Response:
             amount = parse_money(values["amount"], currency)
         except InvalidAmount:
             raise InvalidAmount(_("Enter the amount, for example 100 or 100.50."), field="amount") from None
-        async with services(request).sessions() as db:
-            payment = await dues.record_cash_payment(session=db, member_no=values["member_no"], amount=amount,
-                                                     receipt_no=values["receipt_no"],
-                                                     months=_months_from_form(values["months"]),
-                                                     collector=request.state.principal, currency=currency,
-                                                     today=_today())
-            receipt_sms = await messages.schedule_receipt_sms(db, payment=payment)
-            await jobs.commit_and_nudge(db, services(request).jobs, [receipt_sms] if receipt_sms else [])
+        outcome = await payment_batcher(services(request)).submit(dues.PaymentRequest(
+            member_no=values["member_no"], amount=amount, receipt_no=values["receipt_no"],
+            months=_months_from_form(values["months"]), collector=request.state.principal, currency=currency,
+            today=_today()))
+        payment = outcome.payment
     except UnionError as exc:
         return render(request, "dues/collect.html", {"values": values, "error": exc.message},
                       status_code=exc.status_code)

@@ -15,25 +15,28 @@ table and with hypothesis; `standing` only loads its inputs.
 from __future__ import annotations
 
 import bisect
+import contextlib
+import functools
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, insert, literal, null, select, union_all
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from dues.errors import CurrencyMismatch, InvalidAmount
 from dues import joining
-from dues.ledger import collector_cash_account, ensure_accounts, post_entry
+from dues.errors import CurrencyMismatch, IdempotencyConflict, InvalidAmount
+from dues.ledger import (COLLECTOR_CASH_PREFIX, STANDARD_ACCOUNTS, PreparedEntry, append_entries, currency_mismatch,
+                         ensure_chart_and_cash, prepare_entry)
 from dues.models import (CashPayment, DuesAccount, DuesPlan, DuesRate, EntryKind, JournalEntry, LedgerAccount,
-                         Posting)
+                         LedgerHead, Posting)
 from dues.money import DEFAULT_CURRENCY, Money
-from union import audit, members
-from union.errors import Conflict, InvalidInput, NotFound
+from union import audit, i18n
+from union.errors import Conflict, InvalidInput, NotFound, UnionError
 from union.i18n import _
-from union.models import Member, Role
+from union.models import AuditEvent, AuditHead, Member, Role, utcnow
 from union.policy import Principal, can_see_member
 
 STANDARD_PLAN = "standard"
@@ -254,51 +257,283 @@ def _reused(receipt_no: str) -> Conflict:
                     field="receipt_no")
 
 
+@dataclass(frozen=True)
+class PaymentRequest:
+    """One cash payment to record, as `record_cash_payment` takes it."""
+    member_no: object
+    amount: object
+    receipt_no: object
+    collector: Principal
+    months: object = None
+    currency: str = DEFAULT_CURRENCY
+    today: dt.date | None = None
+    language: str | None = None  # of the caller's errors, when they are made in another task (dues.batch)
+
+
+@contextlib.contextmanager
+def speaking(request: PaymentRequest):
+    """A request's errors in its caller's language (a batch is recorded in the writer task's context)."""
+    if request.language is None:
+        yield
+        return
+    token = i18n.set_language(request.language)
+    try:
+        yield
+    finally:
+        i18n._current.reset(token)
+
+
+@dataclass
+class PaymentOutcome:
+    """What became of one request of a batch: its payment (with the member and the entry), or its error."""
+    request: PaymentRequest
+    payment: CashPayment | None = None
+    member: Member | None = None
+    entry_id: str | None = None
+    error: UnionError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass
+class _Pending:
+    outcome: PaymentOutcome
+    amount: Money
+    receipt_no: str
+    months: int | None
+    member: Member | None = None
+    fee: Money | None = None  # the joining fee of the member's plan
+    index: int = 0
+
+    @property
+    def collector_id(self) -> int:
+        return self.outcome.request.collector.user.id
+
+
 async def record_cash_payment(*, session: AsyncSession, member_no: object, amount: Money, receipt_no: object,
                               collector: Principal, months: object = None, currency: str = DEFAULT_CURRENCY,
                               today: dt.date | None = None) -> CashPayment:
     """Record cash a collector took: Dr cash:collector:<id> / Cr dues_income, and the payment row.
 
     Everything is checked before anything is written; a receipt number the collector already
-    used is a Conflict (409) and posts nothing. Flushes, never commits."""
-    amount = _check_amount(amount, currency)
-    receipt_no = check_receipt_no(receipt_no)
-    months = check_months(months)
-    if not isinstance(member_no, str) or not member_no.strip():
-        raise InvalidInput(_("A member number is required."), field="member_no")
-    member = await members.get_member(session, member_no=member_no, principal=collector)
-    if not collector.has(Role.collector, member.branch_id):
-        # Like an unknown number: a collector cannot learn that a member exists in another branch.
-        raise NotFound(_("No member with that number."), field="member_no")
-    collector_id = collector.user.id
-    if await _receipt_used(session, collector_id, receipt_no):
-        raise _reused(receipt_no)
-
-    await ensure_accounts(session, currency)
-    cash = await collector_cash_account(session, collector_id, currency)
-    # The joining fee, when the member's plan has one and it is still owed, comes out of this payment.
-    lines = await joining.payment_lines(session, member=member, cash_account=cash.code, amount=amount)
-    entry = await post_entry(
-        session, key=f"cash:{collector_id}:{receipt_no}", kind=EntryKind.cash_payment,
-        lines=lines,
-        description=f"Cash dues from member {member.member_no}, receipt {receipt_no}",
-        effective_date=today or dt.date.today(), actor=collector.user, member_id=member.id)
-    # A concurrent request with the same receipt committed while we waited for the ledger head:
-    # post_entry returned its entry (same content), which already has its payment.
-    if (await session.execute(select(CashPayment.id).where(CashPayment.entry_id == entry.id))).first():
-        raise _reused(receipt_no)
-    payment = CashPayment(member_id=member.id, collector_user_id=collector_id, amount_minor=amount.amount_minor,
-                          currency=amount.currency, months=months, receipt_no=receipt_no, entry_id=entry.id)
-    session.add(payment)
+    used is a Conflict (409) and posts nothing. Flushes, never commits. The batch of one of
+    `record_cash_payments`."""
+    request = PaymentRequest(member_no=member_no, amount=amount, receipt_no=receipt_no, collector=collector,
+                             months=months, currency=currency, today=today)
     try:
-        await session.flush()
+        (outcome,) = await record_cash_payments(session, [request])
     except IntegrityError:
-        raise _reused(receipt_no) from None
-    await audit.record(session, action="dues.cash_payment", actor=collector.user, target_type="member",
-                       target_id=member.member_no,
-                       detail={"payment_id": payment.id, "amount_minor": amount.amount_minor,
-                               "currency": amount.currency, "receipt_no": receipt_no, "entry_id": entry.id})
-    return payment
+        # A concurrent request with the same receipt committed first (the receipt book's unique constraint).
+        raise _reused(check_receipt_no(receipt_no)) from None
+    if outcome.error is not None:
+        raise outcome.error
+    return outcome.payment
+
+
+def _check_request(request: PaymentRequest) -> _Pending:
+    """The checks that need no database, in record_cash_payment's order."""
+    amount = _check_amount(request.amount, request.currency)
+    receipt_no = check_receipt_no(request.receipt_no)
+    months = check_months(request.months)
+    if not isinstance(request.member_no, str) or not request.member_no.strip():
+        raise InvalidInput(_("A member number is required."), field="member_no")
+    return _Pending(PaymentOutcome(request), amount, receipt_no, months)
+
+
+@dataclass(frozen=True)
+class _BatchQueries:
+    members: object
+    head: object
+    receipts: object
+
+
+@functools.cache
+def _batch_queries(sqlite: bool) -> _BatchQueries:
+    """The look-ups of record_cash_payments, built once (building them costs more than running them)."""
+    # Members with their plan's joining fee (without a dues account a member is on the standard plan).
+    standard = select(DuesPlan.id).where(DuesPlan.code == STANDARD_PLAN).scalar_subquery()
+    members = (select(Member, DuesPlan.joining_fee_minor, DuesPlan.joining_fee_currency)
+               .outerjoin(DuesAccount, DuesAccount.member_id == Member.id)
+               .outerjoin(DuesPlan, DuesPlan.id == func.coalesce(DuesAccount.plan_id, standard))
+               .where(Member.member_no.in_(bindparam("numbers", expanding=True))))
+    # The ledger head, locked, with the accounts the entries post to.
+    columns = [LedgerHead.last_seq, LedgerHead.last_hash, LedgerAccount.id, LedgerAccount.code, LedgerAccount.currency]
+    if sqlite:
+        # The transaction holds SQLite's write lock (BEGIN IMMEDIATE): no FOR UPDATE, and the audit head comes
+        # along. SQLite cannot say how a multi-row INSERT ... RETURNING numbered its rows, so the newest payment
+        # and audit ids come too: the rows are numbered here (max + 1, ... as SQLite would) and go in with one
+        # INSERT each.
+        columns += [select(func.max(CashPayment.id)).scalar_subquery().label("last_payment_id"),
+                    AuditHead.last_hash.label("audit_hash"),
+                    select(func.max(AuditEvent.id)).scalar_subquery().label("last_audit_id")]
+    head = (select(*columns).select_from(LedgerHead)
+            .join(LedgerAccount, LedgerAccount.code.in_(bindparam("codes", expanding=True))).where(LedgerHead.id == 1))
+    head = head.join(AuditHead, AuditHead.id == 1) if sqlite else head.with_for_update(of=LedgerHead.__table__)
+    # Receipts already used, and entries already posted under the keys (with their payment, if any).
+    used_receipts = select(
+        literal("receipt").label("what"), CashPayment.collector_user_id, CashPayment.receipt_no.label("text"),
+        null().label("entry_id"), null().label("content_hash"), null().label("payment_id")).where(
+        CashPayment.collector_user_id.in_(bindparam("collectors", expanding=True)),
+        CashPayment.receipt_no.in_(bindparam("receipts", expanding=True)))
+    posted_keys = select(
+        literal("key"), null(), JournalEntry.idempotency_key, JournalEntry.id, JournalEntry.content_hash,
+        CashPayment.id).outerjoin(CashPayment, CashPayment.entry_id == JournalEntry.id).where(
+        JournalEntry.idempotency_key.in_(bindparam("keys", expanding=True)))
+    return _BatchQueries(members, head, union_all(used_receipts, posted_keys))
+
+
+async def record_cash_payments(session: AsyncSession, requests: Sequence[PaymentRequest]) -> list[PaymentOutcome]:
+    """Record many cash payments in the caller's transaction, with a constant number of statements.
+
+    Each request gets its own outcome: its payment, or the error `record_cash_payment` would raise
+    for it had the requests been recorded one after the other in this order (a receipt number used
+    twice in the batch is a Conflict for the second). The good ones are written: one journal entry
+    each, chained in order with the ledger head locked once, their postings, payments and audit
+    events in a few multi-row statements. Flushes, never commits. An unexpected database error (a
+    race with another process, a closed period) raises and leaves the transaction to be rolled back;
+    the caller may then retry the requests one by one."""
+    outcomes = [PaymentOutcome(request) for request in requests]
+    pending: list[_Pending] = []
+    for n, request in enumerate(requests):
+        try:
+            with speaking(request):
+                item = _check_request(request)
+        except UnionError as exc:
+            outcomes[n].error = exc
+            continue
+        item.outcome, item.index = outcomes[n], n
+        pending.append(item)
+    if not pending:
+        return outcomes
+
+    def fail(item: _Pending, error: UnionError) -> None:
+        item.outcome.error = error
+
+    def fee_for(item: _Pending) -> Money | None:
+        return item.fee if item.fee is not None and item.fee.currency == item.amount.currency else None
+
+    # Members with their plan's joining fee, in one statement (members.get_member's rules: unknown and not
+    # allowed look alike; without a dues account a member is on the standard plan).
+    numbers = {item.outcome.request.member_no.strip().upper() for item in pending}
+    found = {row.Member.member_no: row for row in (await session.execute(
+        _batch_queries(False).members, {"numbers": list(numbers)})).all()}
+    for item in pending:
+        request = item.outcome.request
+        row = found.get(request.member_no.strip().upper())
+        if row is None or not can_see_member(request.collector, row.Member) or not request.collector.has(
+                Role.collector, row.Member.branch_id):
+            # Unknown, or another branch's: a collector cannot learn that a member exists in another branch.
+            with speaking(request):
+                fail(item, NotFound(_("No member with that number."), field="member_no"))
+        else:
+            item.member, item.fee = row.Member, joining.fee_of(row)
+    pending = [item for item in pending if item.outcome.error is None]
+    if not pending:
+        return outcomes
+
+    # The ledger head, locked, with the accounts the entries post to, in one statement. Everything read
+    # from here on (receipts, idempotency keys, joining fees paid) stays true until we commit.
+    sqlite = session.get_bind().dialect.name == "sqlite"
+    queries = _batch_queries(sqlite)
+    codes = {code for code, _, _ in STANDARD_ACCOUNTS} | {
+        f"{COLLECTOR_CASH_PREFIX}{int(item.collector_id)}" for item in pending}
+    rows = (await session.execute(queries.head, {"codes": list(codes)})).all()
+    if {row.code for row in rows} != codes:  # the first payment of the chart or of a collector: create them
+        for currency in sorted({item.amount.currency for item in pending}):
+            await ensure_chart_and_cash(
+                session, sorted({item.collector_id for item in pending if item.amount.currency == currency}), currency)
+        rows = (await session.execute(queries.head, {"codes": list(codes)})).all()
+    accounts = {row.code: row for row in rows}
+    head = rows[0]
+
+    # Receipts already used and entries already posted under the keys, in one statement.
+    used, existing = set(), {}
+    for row in (await session.execute(queries.receipts, {
+            "collectors": sorted({item.collector_id for item in pending}),
+            "receipts": sorted({item.receipt_no for item in pending}),
+            "keys": sorted({f"cash:{item.collector_id}:{item.receipt_no}" for item in pending})})).all():
+        if row.what == "receipt":
+            used.add((row.collector_user_id, row.text))
+        else:
+            existing[row.text] = row
+    fee_paid = await joining.joining_fees_paid(
+        session, {item.member.id for item in pending if fee_for(item) is not None})
+
+    # In request order, as if each were recorded after the ones before it.
+    fresh: list[tuple[_Pending, PreparedEntry]] = []
+    replays: list[tuple[_Pending, str]] = []  # an entry already posted under the key, without its payment
+    for item in pending:
+        request, member = item.outcome.request, item.member
+        if (item.collector_id, item.receipt_no) in used:
+            with speaking(request):
+                fail(item, _reused(item.receipt_no))
+            continue
+        cash = f"{COLLECTOR_CASH_PREFIX}{int(item.collector_id)}"
+        fee = fee_for(item)
+        with speaking(request):
+            try:
+                lines = joining.fee_lines(fee=fee, paid_minor=fee_paid.get(member.id) if fee else None,
+                                          cash_account=cash, amount=item.amount)
+                key = f"cash:{item.collector_id}:{item.receipt_no}"
+                prepared = prepare_entry(
+                    key=key, kind=EntryKind.cash_payment, lines=lines,
+                    description=f"Cash dues from member {member.member_no}, receipt {item.receipt_no}",
+                    effective_date=request.today or dt.date.today(), actor=request.collector.user,
+                    member_id=member.id)
+                if key in existing:
+                    # A concurrent request with the same receipt committed while we waited for the ledger head.
+                    row = existing[key]
+                    if row.content_hash != prepared.row["content_hash"]:
+                        raise IdempotencyConflict(f"idempotency key {key!r} was used for a different entry",
+                                                  field="key")
+                    if row.payment_id is not None:
+                        raise _reused(item.receipt_no)
+                    replays.append((item, row.entry_id))
+                    used.add((item.collector_id, item.receipt_no))
+                    continue
+                mismatch = currency_mismatch(prepared, accounts)
+                if mismatch is not None:
+                    raise mismatch
+            except UnionError as exc:
+                fail(item, exc)
+                continue
+        used.add((item.collector_id, item.receipt_no))
+        if fee is not None:
+            fee_paid[member.id] = fee_paid.get(member.id, 0) - sum(
+                amount for code, _cur, amount in prepared.raw if code == joining.JOINING_FEE_ACCOUNT)
+        fresh.append((item, prepared))
+    if not fresh and not replays:
+        return outcomes
+
+    await append_entries(session, (head.last_seq, head.last_hash), [prepared for _item, prepared in fresh],
+                         accounts)
+    written = sorted([(item, prepared.id) for item, prepared in fresh] + replays, key=lambda pair: pair[0].index)
+    now = utcnow()
+    rows = [{"member_id": item.member.id, "collector_user_id": item.collector_id,
+             "amount_minor": item.amount.amount_minor, "currency": item.amount.currency, "months": item.months,
+             "receipt_no": item.receipt_no, "entry_id": entry_id, "created_at": now} for item, entry_id in written]
+    # Core statements on the session's connection: the ORM's unit of work costs more than the SQL here.
+    conn, table = await session.connection(), CashPayment.__table__
+    if sqlite:
+        for n, row in enumerate(rows, start=1):
+            row["id"] = (head.last_payment_id or 0) + n
+        await conn.execute(insert(table), rows)
+    else:
+        ids = (await conn.execute(insert(table).returning(table.c.id, sort_by_parameter_order=True), rows)).scalars()
+        for row, payment_id in zip(rows, ids):
+            row["id"] = payment_id
+    await audit.record_many(session, [
+        {"action": "dues.cash_payment", "actor": item.outcome.request.collector.user, "target_type": "member",
+         "target_id": item.member.member_no,
+         "detail": {"payment_id": row["id"], "amount_minor": row["amount_minor"], "currency": row["currency"],
+                    "receipt_no": row["receipt_no"], "entry_id": row["entry_id"]}}
+        for (item, _entry_id), row in zip(written, rows)],
+        head=(head.audit_hash, head.last_audit_id) if sqlite else None)
+    for (item, entry_id), row in zip(written, rows):
+        item.outcome.payment, item.outcome.member, item.outcome.entry_id = CashPayment(**row), item.member, entry_id
+    return outcomes
 
 
 async def get_payment(session: AsyncSession, *, payment_id: int, principal: Principal) -> tuple[CashPayment, Member]:

@@ -9,8 +9,9 @@ The CSV has a header row; columns (any order, case-insensitive):
 The upload is stored server-side (`collection_sheet`, with the SHA-256 of its
 content) and the preview's Apply button names the sheet and that hash: what is
 applied is exactly what was previewed, and a sheet is applied once (a conditional
-status change). Applying re-checks every row inside the transaction and posts each
-through `dues.services.record_cash_payment`; any error rolls everything back and
+status change). Applying re-checks every row inside the transaction and posts them
+all in one batch through `dues.services.record_cash_payments` (each row gets the
+error `record_cash_payment` would give it); any error rolls everything back and
 the errors are shown per row. Nothing is ever half-applied.
 """
 
@@ -222,17 +223,32 @@ async def apply(session: AsyncSession, *, sheet_id: object, presented_hash: obje
         .values(status=SheetStatus.applied, applied_at=utcnow()).execution_options(synchronize_session=False))
     if claimed.rowcount != 1:
         raise Conflict(_("This sheet was already applied."), field="sheet")
-    payments = []
-    for row in rows:
-        try:
-            payments.append(await dues.record_cash_payment(
-                session=session, member_no=row.values["member_no"], amount=row.amount,
-                receipt_no=row.values["receipt_no"], collector=collector, months=row.months, currency=currency,
-                today=row.day))
-        except UnionError as exc:  # e.g. the first payment does not cover the joining fee
-            row.errors.append(exc.message)
+    # One batch: a constant number of statements for the whole sheet (dues.services.record_cash_payments).
+    requests = [dues.PaymentRequest(member_no=row.values["member_no"], amount=row.amount,
+                                    receipt_no=row.values["receipt_no"], collector=collector, months=row.months,
+                                    currency=currency, today=row.day) for row in rows]
+    try:
+        async with session.begin_nested():
+            outcomes = await dues.record_cash_payments(session, requests)
+    except UnionError:
+        # The database refused the batch (a row dated in a closed month): row by row, to name the row.
+        outcomes = []
+        for request in requests:
+            try:
+                payment = await dues.record_cash_payment(
+                    session=session, member_no=request.member_no, amount=request.amount,
+                    receipt_no=request.receipt_no, collector=collector, months=request.months, currency=currency,
+                    today=request.today)
+                outcomes.append(dues.PaymentOutcome(request, payment=payment))
+            except UnionError as exc:
+                outcomes.append(dues.PaymentOutcome(request, error=exc))
+                break
+    for row, outcome in zip(rows, outcomes):
+        if outcome.error is not None:  # e.g. the first payment does not cover the joining fee
+            row.errors.append(outcome.error.message)
             raise SheetInvalid(_("Nothing was posted: correct the rows marked below and upload the sheet again."),
-                               rows) from None
+                               rows)
+    payments = [outcome.payment for outcome in outcomes]
     await audit.record(session, action="dues.sheet_applied", actor=collector.user, target_type="collection_sheet",
                        target_id=sheet.id, detail={"payments": len(payments),
                                                    "total_minor": sum(p.amount_minor for p in payments)})

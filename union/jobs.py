@@ -17,6 +17,7 @@ changes, then `await commit_and_nudge(session, services.jobs, [work])`.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import logging
@@ -33,13 +34,19 @@ log = logging.getLogger("union.jobs")
 # Returns the follow-up due work it scheduled (or None).
 Handler = Callable[[AsyncSession, object, dict], Awaitable[Iterable[DueWork] | None]]
 HANDLERS: dict[str, Handler] = {}
+# Kinds whose due time is a promise to someone (an acknowledgement deadline): the runners claim them
+# before other due work and give them their own loop, so they never wait behind pushes and intake.
+TIMER_KINDS: set[str] = set()
 
 LEASE = dt.timedelta(minutes=2)
 
 
-def due_handler(kind: str):
+def due_handler(kind: str, *, timer: bool = False):
+    """Register the handler of a kind of due work; timer=True: its due time must be kept (TIMER_KINDS)."""
     def register(fn: Handler) -> Handler:
         HANDLERS[kind] = fn
+        if timer:
+            TIMER_KINDS.add(kind)
         return fn
 
     return register
@@ -168,18 +175,51 @@ async def run_due_work(services, work_id: int) -> str:
         return "failed" if gave_up else "retry"
 
 
-async def due_ids(services, *, limit: int = 200) -> list[int]:
-    async with services.sessions() as session:
-        rows = await session.execute(
-            select(DueWork.id).where(_is_due(utcnow())).order_by(DueWork.due_at).limit(limit)
-        )
+def _reader(services):
+    """A read-only session (on SQLite it does not take the one write lock) where the services have one."""
+    return getattr(services, "reader", None) or services.sessions
+
+
+async def due_ids(services, *, limit: int = 200, kinds: Iterable[str] | None = None) -> list[int]:
+    """Due rows, oldest due first; timer kinds (TIMER_KINDS) before the rest. `kinds`: only these."""
+    now = utcnow()
+    query = select(DueWork.id).where(_is_due(now))
+    if kinds is not None:
+        query = query.where(DueWork.kind.in_(sorted(kinds)))
+    elif TIMER_KINDS:
+        timers = await due_ids(services, limit=limit, kinds=TIMER_KINDS)
+        if len(timers) >= limit:
+            return timers
+        query = query.where(DueWork.kind.not_in(sorted(TIMER_KINDS)))
+        async with _reader(services)() as session:
+            rows = await session.execute(query.order_by(DueWork.due_at).limit(limit - len(timers)))
+            return timers + list(rows.scalars())
+    async with _reader(services)() as session:
+        rows = await session.execute(query.order_by(DueWork.due_at).limit(limit))
         return list(rows.scalars())
 
 
 async def sweep(services, *, limit: int = 200) -> int:
-    """Run every due row nobody finished; returns how many were completed."""
+    """Run every due row nobody finished, timers first; returns how many were completed."""
     done = 0
     for work_id in await due_ids(services, limit=limit):
         if await run_due_work(services, work_id) == "done":
             done += 1
     return done
+
+
+async def run_due_timers(services, *, limit: int = 50, concurrency: int = 4) -> int:
+    """One pass of a runner's timer loop: claim and run the due rows of TIMER_KINDS (a few at a time),
+    whatever else is queued. A nudge of the same row that comes later finds it done (skipped)."""
+    if not TIMER_KINDS:
+        return 0
+    ids = await due_ids(services, limit=limit, kinds=TIMER_KINDS)
+    if not ids:
+        return 0
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(work_id: int) -> bool:
+        async with gate:
+            return await run_due_work(services, work_id) == "done"
+
+    return sum(await asyncio.gather(*(one(w) for w in ids)))

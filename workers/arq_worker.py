@@ -4,10 +4,17 @@ whoever can write to Redis must not be able to run code here.
 
 A worker sweeps once at start-up (so `union worker --burst` finishes whatever is
 overdue and exits) and then every `sweep_interval_seconds` from an arq cron job.
+
+Timers (union.jobs.TIMER_KINDS: acknowledgement deadlines) do not wait in arq's
+queue behind the pushes and intake work enqueued before them: a loop in the
+worker claims the due timer rows itself every TIMER_POLL seconds (the deferred
+arq job of the same row then finds it done). Several workers may run the loop:
+a row is claimed by one of them only.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 
@@ -18,6 +25,8 @@ from arq.constants import default_queue_name
 from union import jobs
 
 log = logging.getLogger("union.workers")
+
+TIMER_POLL = 0.1  # seconds between two looks for due timer rows (one indexed query)
 
 
 def _dumps(value) -> bytes:
@@ -86,6 +95,16 @@ async def hourly_scheduling(ctx) -> None:
     await ensure_scheduled_work(ctx["services"])
 
 
+async def timers_forever(services, *, poll: float = TIMER_POLL) -> None:
+    while True:
+        try:
+            while await jobs.run_due_timers(services):
+                pass  # more may have come due meanwhile
+        except Exception:  # the rows stay due; the next pass (or a sweep) retries them
+            log.exception("timer pass failed")
+        await asyncio.sleep(poll)
+
+
 async def on_startup(ctx) -> None:
     from union.services import build_services
 
@@ -101,12 +120,17 @@ async def on_startup(ctx) -> None:
         swept = await jobs.sweep(services)
     except Exception:  # the cron sweeps try again; a worker that cannot start helps nobody
         log.exception("start-up sweep failed")
-        return
+        swept = 0
     if swept:
         log.info("start-up sweep completed %s overdue due-work rows", swept)
+    ctx["timers"] = asyncio.create_task(timers_forever(services), name="union-timers")
 
 
 async def on_shutdown(ctx) -> None:
+    timers = ctx.pop("timers", None)
+    if timers is not None:
+        timers.cancel()
+        await asyncio.gather(timers, return_exceptions=True)
     if "services" in ctx:
         await ctx["services"].close()
 

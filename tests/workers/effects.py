@@ -21,6 +21,7 @@ from union.models import AuditEvent, DueWork, utcnow
 EFFECT = "test.effect"
 FAILS = "test.fails"
 CHAIN = "test.chain"
+TIMER = "test.timer"  # a kind whose due time must be kept (union.jobs.TIMER_KINDS), like a deadline
 
 
 class Gate:
@@ -45,6 +46,11 @@ async def record_effect(session, services, payload: dict) -> None:
     await audit.record(session, action=EFFECT, target_id=payload["n"])
 
 
+@due_handler(TIMER, timer=True)
+async def record_timer(session, services, payload: dict) -> None:
+    await audit.record(session, action=TIMER, target_id=payload["n"])
+
+
 @due_handler(FAILS)
 async def always_fail(session, services, payload: dict) -> None:
     raise RuntimeError("boom")
@@ -57,10 +63,13 @@ async def schedule_the_effect(session, services, payload: dict) -> list[DueWork]
     return [await schedule(session, kind=EFFECT, key=f"{EFFECT}:{payload['n']}", payload={"n": payload["n"]})]
 
 
-async def add_work(services, n: int, *, kind: str = EFFECT, max_attempts: int = 8) -> DueWork:
-    """Schedule and commit one row without nudging anyone: only a sweeper will find it."""
+async def add_work(services, n: int, *, kind: str = EFFECT, max_attempts: int = 8,
+                   due_at: dt.datetime | None = None) -> DueWork:
+    """Schedule and commit one row without nudging anyone: only a sweeper (or, for a timer, the timer
+    loop) will find it."""
     async with services.sessions() as session:
-        work = await schedule(session, kind=kind, key=f"{kind}:{n}", payload={"n": n}, max_attempts=max_attempts)
+        work = await schedule(session, kind=kind, key=f"{kind}:{n}", payload={"n": n}, max_attempts=max_attempts,
+                              due_at=due_at)
         await session.commit()
     return work
 
@@ -91,12 +100,12 @@ async def commit_then_die(services, n: int) -> int:
     return work.id
 
 
-async def effects(services, n: int) -> int:
-    """How many times the effect of work `n` happened."""
+async def effects(services, n: int, *, kind: str = EFFECT) -> int:
+    """How many times the effect of work `n` (of kind EFFECT or TIMER) happened."""
     async with services.sessions() as session:
         return (await session.execute(
             select(func.count()).select_from(AuditEvent)
-            .where(AuditEvent.action == EFFECT, AuditEvent.target_id == str(n))
+            .where(AuditEvent.action == kind, AuditEvent.target_id == str(n))
         )).scalar_one()
 
 

@@ -7,6 +7,7 @@ at the same time against one Redis never run each other's jobs.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import contextlib
 import json
 import os
@@ -22,9 +23,10 @@ from arq.worker import Worker
 from redis.asyncio import Redis
 
 from tests.conftest import REDIS_URL, need, redis_available
-from tests.workers.effects import (CHAIN, EFFECT, add_work, commit_then_die, effects, load, load_by_key,
+from tests.workers.effects import (CHAIN, EFFECT, TIMER, add_work, commit_then_die, effects, load, load_by_key,
                                    wait_until_state)
 from union import jobs
+from union.models import utcnow
 from workers.arq_worker import ArqJobs, due_job_id, worker_settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -132,6 +134,15 @@ async def test_follow_up_work_a_job_schedules_is_nudged_by_the_worker(services, 
     finally:
         await arq_jobs.stop()
     assert await effects(services, 1) == 1
+
+
+async def test_a_due_timer_is_claimed_by_the_worker_timer_loop(services, arq_settings, queue):
+    """Deadlines do not wait in arq's queue: with no nudge and no cron sweep, the worker's timer loop
+    runs a timer row when it comes due."""
+    async with running_worker(arq_settings, queue, periodic_sweeps=False):
+        work = await add_work(services, 7, kind=TIMER, due_at=utcnow() + dt.timedelta(milliseconds=200))
+        await wait_until_state(services, work.id, "done", timeout=5)
+    assert await effects(services, 7, kind=TIMER) == 1
 
 
 async def test_job_in_redis_is_json_holding_only_the_row_id(redis, queue):

@@ -12,7 +12,7 @@ import logging
 from arq.connections import ArqRedis
 from sqlalchemy import func, select
 
-from tests.workers.effects import EFFECT, FAILS, GATES, Gate, add_work, backdate, effects, load
+from tests.workers.effects import EFFECT, FAILS, GATES, TIMER, Gate, add_work, backdate, effects, load
 from union import jobs
 from union.models import DueWork, utcnow
 from workers.arq_worker import ArqJobs
@@ -137,3 +137,16 @@ async def test_nudge_failing_because_redis_is_down_is_logged_and_the_sweeper_doe
     assert await jobs.sweep(services) == 1
     assert (await load(services, work.id)).state == "done"
     assert await effects(services, 1) == 1
+
+
+async def test_due_timers_are_claimed_before_other_due_work(services):
+    """A sweep (and a runner's timer loop) takes due deadlines first, whatever else is older."""
+    older = await add_work(services, 1, due_at=utcnow() - dt.timedelta(minutes=5))
+    timer = await add_work(services, 2, kind=TIMER, due_at=utcnow() - dt.timedelta(seconds=1))
+    later = await add_work(services, 3, kind=TIMER, due_at=utcnow() + dt.timedelta(hours=1))
+    assert await jobs.due_ids(services) == [timer.id, older.id]
+    assert await jobs.due_ids(services, limit=1) == [timer.id]
+    assert await jobs.run_due_timers(services) == 1
+    assert (await load(services, timer.id)).state == "done" and (await load(services, older.id)).state == "pending"
+    assert (await load(services, later.id)).state == "pending"
+    assert await effects(services, 2, kind=TIMER) == 1
