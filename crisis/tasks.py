@@ -87,12 +87,9 @@ async def send_offer_sms(session, svc, payload: dict):
         phone = svc.vault.decrypt(member.phone_enc)
         if not phone:
             continue
-        token = i18n.set_language(user.language or svc.settings.default_language)
-        try:
+        with i18n.using(user.language or svc.settings.default_language):
             texts.append((phone, i18n.gettext(
                 "Sangha: your team is needed now. Open the team app to answer: %(link)s", link=link)))
-        finally:
-            i18n._current.reset(token)
     offer_id = offer.id
     # As for push: no transaction (on SQLite, the write lock) is held while the SMS provider answers.
     await session.rollback()

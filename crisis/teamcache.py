@@ -106,6 +106,23 @@ def _snapshot_with(snapshot: str, own: str | None) -> str:
     return f"{min(int(xmin), own_id)}:{xmax}:{','.join(str(x) for x in sorted(running))}"
 
 
+def _position(rec, box, fresh_from, *, inside: bool = False):
+    """Where a team counts from in a ranking: (radians of latitude, their cosine, longitude, "live" or
+    "base"), its live location while fresh, else its base; None when neither lies in the search box.
+    inside: its cell lies wholly in the box (no test needed). The box test is the team's, whichever
+    cell found it."""
+    if not inside:
+        min_lat, max_lat, min_lon, max_lon = box
+        if not (min_lat <= rec[1] <= max_lat and min_lon <= rec[2] <= max_lon):
+            llat = rec[5]
+            if llat is None or not (min_lat <= llat <= max_lat and min_lon <= rec[6] <= max_lon):
+                return None
+    live_at = rec[9]
+    if live_at is not None and live_at >= fresh_from:
+        return rec[7], rec[8], rec[6], "live"
+    return rec[3], rec[4], rec[2], "base"
+
+
 class TeamCache:
     def __init__(self) -> None:
         self.version = -1  # SQLite: newest stamp applied; -1: never loaded
@@ -323,7 +340,6 @@ class TeamCache:
         without building a TeamView list or a candidate for teams that cannot matter: a team that is not
         eligible needs its distance only if a lower bound of it is below the chosen team's distance."""
         box = bounding_box(lat, lon, wide_radius_km)
-        min_lat, max_lat, min_lon, max_lon = box
         needed = KIND_SKILLS.get(kind, frozenset())
         fresh_from = now - stale_after  # now - live_at <= stale_after, in exact datetime arithmetic
         sin, cos, asin, sqrt = math.sin, math.cos, math.asin, math.sqrt
@@ -347,17 +363,10 @@ class TeamCache:
                     if tid in seen:
                         continue
                     seen.add(tid)
-                if not inside:  # the box test is the team's, whichever cell found it
-                    blat, blon = rec[1], rec[2]
-                    if not (min_lat <= blat <= max_lat and min_lon <= blon <= max_lon):
-                        llat = rec[5]
-                        if llat is None or not (min_lat <= llat <= max_lat and min_lon <= rec[6] <= max_lon):
-                            continue
-                live_at = rec[9]
-                if live_at is not None and live_at >= fresh_from:
-                    p2, c2, lon2, where = rec[7], rec[8], rec[6], "live"
-                else:
-                    p2, c2, lon2, where = rec[3], rec[4], rec[2], "base"
+                position = _position(rec, box, fresh_from, inside=inside)
+                if position is None:
+                    continue
+                p2, c2, lon2, where = position
                 if tid in exclude or not rec[10] or not needed <= rec[11]:
                     rejected.append((tid, rec, p2, c2, lon2, where))
                     continue
@@ -395,16 +404,9 @@ class TeamCache:
                     if tid in seen_other:
                         continue
                     seen_other.add(tid)
-                blat, blon = rec[1], rec[2]
-                if not (min_lat <= blat <= max_lat and min_lon <= blon <= max_lon):
-                    llat = rec[5]
-                    if llat is None or not (min_lat <= llat <= max_lat and min_lon <= rec[6] <= max_lon):
-                        continue
-                live_at = rec[9]
-                if live_at is not None and live_at >= fresh_from:
-                    rejected.append((tid, rec, rec[7], rec[8], rec[6], "live"))
-                else:
-                    rejected.append((tid, rec, rec[3], rec[4], rec[2], "base"))
+                position = _position(rec, box, fresh_from)
+                if position is not None:
+                    rejected.append((tid, rec, *position))
         passed = []
         bound = chosen_distance / (EARTH_KM * _BOUND_SLACK)  # |latitude difference| (radians) beyond which d >= it
         for tid, rec, p2, c2, lon2, where in rejected:

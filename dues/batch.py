@@ -26,55 +26,17 @@ import asyncio
 import dataclasses
 import logging
 from collections import deque
-from collections.abc import Sequence
 
-from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession
-
-from dues.cash_ops_messages import NOTICE_JOB
-from dues.cash_ops_models import DuesMessageOptOut, DuesNotice, NoticeKind
+from dues.cash_ops_messages import schedule_receipt_sms
 from dues.services import PaymentOutcome, PaymentRequest, record_cash_payments, speaking
 from union import i18n, jobs
 from union.errors import UnionError
-from union.models import DueWork
 from union.services import SERVICE_EXTENSIONS
 
 log = logging.getLogger(__name__)
 
 EXTRA = "dues_payments"  # key of the batcher in Services.extras
 DEFAULT_CAP = 64
-
-
-async def schedule_receipt_sms_many(session: AsyncSession, outcomes: Sequence[PaymentOutcome]) -> list:
-    """The receipt SMS of each new payment (dues.cash_ops_messages.schedule_receipt_sms for many):
-    a notice row and its due work, unless the member has no phone or opted out. In the caller's
-    transaction; the due work rows are inserted by the caller's next flush (commit_and_nudge)."""
-    paid = [o for o in outcomes if o.payment is not None and o.member is not None and o.member.phone_enc]
-    if not paid:
-        return []
-    out = set((await session.execute(select(DuesMessageOptOut.member_id).where(
-        DuesMessageOptOut.member_id.in_({o.member.id for o in paid})))).scalars())
-    notices = [DuesNotice(member_id=o.member.id, kind=NoticeKind.receipt, ref=str(o.payment.id))
-               for o in paid if o.member.id not in out]
-    if not notices:
-        return []
-    sqlite = session.get_bind().dialect.name == "sqlite"
-    if sqlite:
-        # As dues.services.record_cash_payments numbers its payments: SQLite cannot say how a multi-row
-        # INSERT ... RETURNING numbered its rows, and the transaction holds the write lock (BEGIN IMMEDIATE).
-        last_notice, last_work = (await session.execute(select(
-            select(func.max(DuesNotice.id)).scalar_subquery(), select(func.max(DueWork.id)).scalar_subquery()))).one()
-        for n, notice in enumerate(notices, start=1):
-            notice.id = (last_notice or 0) + n
-    # A new payment's id cannot have a notice yet: no look-up (the unique constraint still guards it).
-    session.add_all(notices)
-    await session.flush()
-    works = [await jobs.schedule(session, kind=NOTICE_JOB, key=f"dues-notice:{notice.id}",
-                                 payload={"notice": notice.id}, fresh=True) for notice in notices]
-    if sqlite:
-        for n, work in enumerate(works, start=1):
-            work.id = (last_work or 0) + n
-    return works  # inserted by the caller's next flush (commit_and_nudge), in one statement
 
 
 class BatcherClosed(RuntimeError):
@@ -189,7 +151,8 @@ class PaymentBatcher:
         try:
             async with self._sessions() as session:
                 outcomes = await record_cash_payments(session, requests)
-                works = await schedule_receipt_sms_many(session, outcomes) if self.receipt_sms else []
+                works = (await schedule_receipt_sms(session, [(o.payment, o.member) for o in outcomes if o.payment])
+                         if self.receipt_sms else [])
                 await jobs.commit_and_nudge(session, self._queue(), works)
                 committed = outcomes
         except Exception:

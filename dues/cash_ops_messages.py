@@ -16,10 +16,10 @@ and a month — never a name, a member number or the word "sex work". Push paylo
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
+from collections.abc import Sequence
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -78,22 +78,37 @@ async def add_notice(session: AsyncSession, *, member_id: int, kind: str, ref: s
                                payload={"notice": notice.id})
 
 
-async def schedule_receipt_sms(session: AsyncSession, *, payment: CashPayment) -> DueWork | None:
-    """After a cash payment: the SMS receipt, unless the member has no phone or opted out."""
-    member = await session.get(Member, payment.member_id)
-    if member is None or not member.phone_enc or await opted_out(session, member.id):
-        return None
-    return await add_notice(session, member_id=member.id, kind=NoticeKind.receipt, ref=str(payment.id))
-
-
-@contextlib.contextmanager
-def in_language(language: str):
-    """Render in the member's language, whatever the language of the request or job around it."""
-    token = i18n.set_language(language)
-    try:
-        yield
-    finally:
-        i18n._current.reset(token)
+async def schedule_receipt_sms(session: AsyncSession, paid: Sequence[tuple[CashPayment, Member]]) -> list[DueWork]:
+    """After new cash payments, each with its member: the SMS receipts, a notice row and its due work
+    each, unless the member has no phone or opted out. In the caller's transaction, with no other due
+    work pending in the session; the due work rows are inserted by the caller's next flush
+    (commit_and_nudge), in one statement."""
+    paid = [(payment, member) for payment, member in paid if member.phone_enc]
+    if not paid:
+        return []
+    out = set((await session.execute(select(DuesMessageOptOut.member_id).where(
+        DuesMessageOptOut.member_id.in_({member.id for _, member in paid})))).scalars())
+    notices = [DuesNotice(member_id=member.id, kind=NoticeKind.receipt, ref=str(payment.id))
+               for payment, member in paid if member.id not in out]
+    if not notices:
+        return []
+    sqlite = session.get_bind().dialect.name == "sqlite"
+    if sqlite:
+        # As dues.services.record_cash_payments numbers its payments: SQLite cannot say how a multi-row
+        # INSERT ... RETURNING numbered its rows, and the transaction holds the write lock (BEGIN IMMEDIATE).
+        last_notice, last_work = (await session.execute(select(
+            select(func.max(DuesNotice.id)).scalar_subquery(), select(func.max(DueWork.id)).scalar_subquery()))).one()
+        for n, notice in enumerate(notices, start=1):
+            notice.id = (last_notice or 0) + n
+    # A new payment's id cannot have a notice yet: no look-up (the unique constraint still guards it).
+    session.add_all(notices)
+    await session.flush()
+    works = [await jobs.schedule(session, kind=NOTICE_JOB, key=f"dues-notice:{notice.id}",
+                                 payload={"notice": notice.id}, fresh=True) for notice in notices]
+    if sqlite:
+        for n, work in enumerate(works, start=1):
+            work.id = (last_work or 0) + n
+    return works
 
 
 async def _receipt_text(session: AsyncSession, svc, notice: DuesNotice, member: Member) -> str | None:
@@ -106,7 +121,7 @@ async def _receipt_text(session: AsyncSession, svc, notice: DuesNotice, member: 
                                    grace_months=svc.settings.grace_months)
     amount = format_money(Money(payment.amount_minor, payment.currency), money_locale(member.language))
     paid_through = standing.paid_through or "-"
-    with in_language(member.language):
+    with i18n.using(member.language):
         return i18n.gettext("Sangha: received %(amount)s, receipt %(receipt_no)s. Paid through %(paid_through)s. "
                             "Thank you.", amount=amount, receipt_no=payment.receipt_no, paid_through=paid_through)
 
@@ -119,7 +134,7 @@ async def _reminder_text(session: AsyncSession, svc, notice: DuesNotice, member:
     if standing.status != "grace":
         return None  # paid since the reminder was scheduled: say nothing
     arrears = format_money(Money(standing.arrears_minor, standing.currency), money_locale(member.language))
-    with in_language(member.language):
+    with i18n.using(member.language):
         return i18n.gettext("Sangha: a friendly reminder, %(arrears)s is due. Please pay your collector this month.",
                             arrears=arrears)
 

@@ -95,10 +95,10 @@ async def sheet_apply(request: Request) -> Response:
     svc = services(request)
     async with svc.sessions() as db:
         try:
-            sheet, payments = await sheet_service.apply(
+            sheet, paid = await sheet_service.apply(
                 db, sheet_id=request.path_params["sheet_id"], presented_hash=form.get("content_hash"),
                 collector=principal, currency=_currency(request), today=_today())
-            works = [w for w in [await messages.schedule_receipt_sms(db, payment=p) for p in payments] if w]
+            works = await messages.schedule_receipt_sms(db, paid)
         except sheet_service.SheetInvalid as exc:
             await db.rollback()
             sheet = await sheet_service.get_sheet(db, sheet_id=request.path_params["sheet_id"], collector=principal)

@@ -270,17 +270,9 @@ class PaymentRequest:
     language: str | None = None  # of the caller's errors, when they are made in another task (dues.batch)
 
 
-@contextlib.contextmanager
 def speaking(request: PaymentRequest):
     """A request's errors in its caller's language (a batch is recorded in the writer task's context)."""
-    if request.language is None:
-        yield
-        return
-    token = i18n.set_language(request.language)
-    try:
-        yield
-    finally:
-        i18n._current.reset(token)
+    return i18n.using(request.language) if request.language else contextlib.nullcontext()
 
 
 @dataclass

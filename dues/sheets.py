@@ -33,7 +33,7 @@ from dues.money import Money, parse_money
 from union import audit, members
 from union.errors import Conflict, InvalidInput, NotFound, UnionError
 from union.i18n import _
-from union.models import Role, utcnow
+from union.models import Member, Role, utcnow
 from union.policy import Principal
 
 MAX_SHEET_BYTES = 256 * 1024
@@ -208,7 +208,8 @@ async def apply(session: AsyncSession, *, sheet_id: object, presented_hash: obje
                 currency: str, today: dt.date) -> tuple[CollectionSheet, list]:
     """Post every row of the sheet, or nothing: raises SheetInvalid (with the rows) on any error.
 
-    The caller rolls back on an exception and commits otherwise. Returns the sheet and the payments."""
+    The caller rolls back on an exception and commits otherwise. Returns the sheet and the payments,
+    each with its member."""
     sheet = await get_sheet(session, sheet_id=sheet_id, collector=collector)
     if not isinstance(presented_hash, str) or presented_hash != sheet.content_hash:
         raise Conflict(_("The sheet changed since its preview. Upload it again."), field="sheet")
@@ -239,7 +240,8 @@ async def apply(session: AsyncSession, *, sheet_id: object, presented_hash: obje
                     session=session, member_no=request.member_no, amount=request.amount,
                     receipt_no=request.receipt_no, collector=collector, months=request.months, currency=currency,
                     today=request.today)
-                outcomes.append(dues.PaymentOutcome(request, payment=payment))
+                outcomes.append(dues.PaymentOutcome(request, payment=payment,
+                                                    member=await session.get(Member, payment.member_id)))
             except UnionError as exc:
                 outcomes.append(dues.PaymentOutcome(request, error=exc))
                 break
@@ -248,11 +250,10 @@ async def apply(session: AsyncSession, *, sheet_id: object, presented_hash: obje
             row.errors.append(outcome.error.message)
             raise SheetInvalid(_("Nothing was posted: correct the rows marked below and upload the sheet again."),
                                rows)
-    payments = [outcome.payment for outcome in outcomes]
     await audit.record(session, action="dues.sheet_applied", actor=collector.user, target_type="collection_sheet",
-                       target_id=sheet.id, detail={"payments": len(payments),
-                                                   "total_minor": sum(p.amount_minor for p in payments)})
-    return sheet, payments
+                       target_id=sheet.id, detail={"payments": len(outcomes),
+                                                   "total_minor": sum(o.payment.amount_minor for o in outcomes)})
+    return sheet, [(o.payment, o.member) for o in outcomes]
 
 
 async def recent_sheets(session: AsyncSession, collector_id: int, limit: int = 10) -> list[CollectionSheet]:

@@ -348,15 +348,32 @@ class StripeStandin:
     def _authorised(self, request: Request) -> bool:
         return request.headers.get("authorization", "").startswith("Bearer sk_")
 
-    async def _create_checkout(self, request: Request) -> Response:
+    async def _create(self, request: Request, create) -> Response:
+        """A creating POST as Stripe answers it: the API key checked, the request recorded, a replayed
+        idempotency key answered with the first answer. `create(params)` returns the new object's body
+        (kept under the key) and the events to deliver after it, or an error response."""
         if not self._authorised(request):
-            return stripe_error(401, "Invalid API Key provided.", type_="invalid_request_error")
+            return stripe_error(401, "Invalid API Key provided.")
         self.requests.append((request.method, request.url.path, dict(request.headers)))
         key = request.headers.get("idempotency-key")
         with self.lock:
             if key and key in self.idempotent:
                 return JSONResponse(self.idempotent[key])
-        params = decode_form(parse_qsl((await request.body()).decode(), keep_blank_values=True))
+        made = create(decode_form(parse_qsl((await request.body()).decode(), keep_blank_values=True)))
+        if isinstance(made, Response):
+            return made
+        body, events = made
+        with self.lock:
+            if key:
+                self.idempotent[key] = body
+        if events and self.deliver_automatically:
+            await self.deliver(events)
+        return JSONResponse(body)
+
+    async def _create_checkout(self, request: Request) -> Response:
+        return await self._create(request, self._new_checkout)
+
+    def _new_checkout(self, params: dict):
         mode = params.get("mode", "payment")
         items = params.get("line_items") or []
         if not items or mode not in ("payment", "subscription"):
@@ -380,11 +397,7 @@ class StripeStandin:
               "payment_intent_data": params.get("payment_intent_data") or {},
               "subscription_data": params.get("subscription_data") or {}}
         self._put(cs)
-        body = {k: v for k, v in cs.items() if k not in ("line_items", "payment_intent_data", "subscription_data")}
-        with self.lock:
-            if key:
-                self.idempotent[key] = body
-        return JSONResponse(body)
+        return self._public(cs), []
 
     def _public(self, obj: dict) -> dict:
         if obj.get("object") == "checkout.session":
@@ -468,14 +481,9 @@ class StripeStandin:
 
     async def _create_payout(self, request: Request) -> Response:
         """POST /v1/payouts (amount, currency, description): a manual payout of the balance to the bank."""
-        if not self._authorised(request):
-            return stripe_error(401, "Invalid API Key provided.")
-        self.requests.append((request.method, request.url.path, dict(request.headers)))
-        key = request.headers.get("idempotency-key")
-        with self.lock:
-            if key and key in self.idempotent:
-                return JSONResponse(self.idempotent[key])
-        params = decode_form(parse_qsl((await request.body()).decode(), keep_blank_values=True))
+        return await self._create(request, self._new_payout)
+
+    def _new_payout(self, params: dict):
         try:
             amount = int(params["amount"])
         except (KeyError, ValueError):
@@ -486,13 +494,7 @@ class StripeStandin:
         except ValueError:
             return stripe_error(400, "You have insufficient funds in your Stripe account for this transfer.",
                                 code="balance_insufficient")
-        body = events[0]["data"]["object"]
-        with self.lock:
-            if key:
-                self.idempotent[key] = body
-        if self.deliver_automatically:
-            await self.deliver(events)
-        return JSONResponse(body)
+        return events[0]["data"]["object"], events
 
     async def _list_events(self, request: Request) -> Response:
         if not self._authorised(request):

@@ -9,6 +9,7 @@ preference, then the `lang` cookie set by the visible switcher, then
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import io
 from pathlib import Path
@@ -58,6 +59,16 @@ def load_catalogs() -> dict[str, NullTranslations]:
 
 def set_language(code: str) -> contextvars.Token:
     return _current.set(code if code in LANGUAGES else "en")
+
+
+@contextlib.contextmanager
+def using(code: str):
+    """Messages in this language inside the block (a member's SMS from a request or job in another one)."""
+    token = set_language(code)
+    try:
+        yield
+    finally:
+        _current.reset(token)
 
 
 def current_language() -> str:

@@ -35,12 +35,9 @@ def _marked() -> None:  # pragma: no cover - only here so the catalog extractor 
 
 
 def message_for(event: str, claim: WelfareClaim, language: str) -> str:
-    token = i18n.set_language(language)
-    try:
+    with i18n.using(language):
         return i18n.gettext(MESSAGES[event], ref=claim.reference,
                             amount=format_money(Money(int(claim.amount_minor), claim.currency)))
-    finally:
-        i18n._current.reset(token)
 
 
 @jobs.due_handler("welfare.notify")

@@ -41,7 +41,7 @@ async def test_trial_balance_api_has_the_public_shape(services, april, web, make
 
     bad = await web.api("GET", "/api/treasury/trial-balance?as_of=30-04-2025", token=token)
     assert bad.status_code == 422 and bad.json()["error"] == "invalid_period"
-    unknown = await web.api("GET", "/api/treasury/trial-balance?branch=XXX", token=token)
+    unknown = await web.api("GET", "/api/treasury/trial-balance?branch=NOSUCHBRANCH", token=token)
     assert unknown.status_code == 404 and unknown.json()["field"] == "branch"  # the branch, not the route
     assert ("treasury.report_view", "trial-balance") in [(a, t) for a, t, _ in await audit_actions(services)]
 

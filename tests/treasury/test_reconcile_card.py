@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 
-import pytest
 from sqlalchemy import select
 
 from dues import card, ledger
@@ -18,23 +17,14 @@ from dues.card_models import CardPayment
 from dues.models import JournalEntry
 from dues.money import Money
 from tests.dues.stripe_standin_server import stripe_server  # noqa: F401 - fixture
+# The shared settings pointed at the stand-in, and the stand-in itself: the card tests' fixtures.
+from tests.dues.test_card import settings, standin  # noqa: F401 - fixtures
 from tests.helpers import PASSWORD
 from treasury import reconcile
 from union.models import Member
 
 TODAY = dt.datetime.now(dt.UTC).date()
 RANGE = {"start": TODAY - dt.timedelta(days=1), "end": TODAY + dt.timedelta(days=1)}
-
-
-@pytest.fixture
-def settings(settings, stripe_server):  # noqa: F811 - the shared settings, pointed at the stand-in
-    return settings.model_copy(update={"stripe_api_key": "sk_test_union", "stripe_api_base": stripe_server.url,
-                                       "stripe_webhook_secret": stripe_server.standin.webhook_secret})
-
-
-@pytest.fixture
-def standin(stripe_server):  # noqa: F811
-    return stripe_server.standin
 
 
 async def pay(services, standin, member: Member, months: int) -> str:
