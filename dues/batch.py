@@ -17,7 +17,8 @@ Cancellation: a caller that stops waiting before its batch starts is dropped (no
 it); once its batch has started the payment is posted or not as a whole, and the answer is
 discarded. `close()` refuses new requests, lets the writer finish what is queued and waits for it,
 so shutdown loses nothing and leaves nothing half-posted. The writer task only runs while there is
-work: it starts on a submit and ends when the queue is empty.
+work: it starts on a submit and ends when the queue is empty. While it runs it keeps one session (one
+pooled connection), so consecutive batches do not each pay for a checkout.
 """
 
 from __future__ import annotations
@@ -87,15 +88,22 @@ class PaymentBatcher:
     async def _drain(self) -> None:
         batch: list[tuple[PaymentRequest, asyncio.Future]] = []
         try:
+            # One session (one pooled connection) while the queue drains: a batch does not pay for a checkout.
+            # Callers that submit while it closes find this task running: the outer loop takes them.
             while self._waiting:
-                batch = []
-                while self._waiting and len(batch) < self.cap:
-                    request, future = self._waiting.popleft()
-                    if not future.done():  # a caller that gave up before its batch started: drop it
-                        batch.append((request, future))
-                if batch:
-                    await self._post(batch)
-                batch = []
+                async with self._sessions() as session:
+                    while self._waiting:
+                        batch = []
+                        while self._waiting and len(batch) < self.cap:
+                            request, future = self._waiting.popleft()
+                            if not future.done():  # a caller that gave up before its batch started: drop it
+                                batch.append((request, future))
+                        if batch:
+                            await self._post(session, batch)
+                            # Let the callers just answered (and anyone else ready) queue their next payment
+                            # before the queue is judged empty and the session given back.
+                            await asyncio.sleep(0)
+                        batch = []
         except BaseException as exc:
             # The writer itself was cancelled (the loop is closing) or broke: nobody may wait for ever.
             # A batch cut off before its commit was rolled back by its session; after it, it stands.
@@ -106,21 +114,21 @@ class PaymentBatcher:
             self._waiting.clear()
             raise
 
-    async def _post(self, batch: list[tuple[PaymentRequest, asyncio.Future]]) -> None:
+    async def _post(self, session, batch: list[tuple[PaymentRequest, asyncio.Future]]) -> None:
         requests = [request for request, _ in batch]
         try:
-            outcomes = await self._write(requests)
+            outcomes = await self._write(session, requests)
         except Exception:  # noqa: BLE001 - rolled back: retry each alone, so one bad request fails alone
             log.warning("a batch of %d cash payments failed; retrying them one by one", len(batch), exc_info=True)
             self.fallbacks += 1
             for request, future in batch:
                 try:
                     with speaking(request):
-                        (outcome,) = await self._write([request])
+                        (outcome,) = await self._write(session, [request])
                 except UnionError as exc:  # e.g. PeriodClosed
                     outcome = PaymentOutcome(request, error=exc)
                 except Exception as exc:  # noqa: BLE001 - this request's own failure (e.g. a race lost)
-                    outcome = await self._after_failure(request, exc)
+                    outcome = await self._after_failure(session, request, exc)
                     if outcome is None:
                         if not future.done():
                             future.set_exception(exc)
@@ -132,7 +140,7 @@ class PaymentBatcher:
             if not future.done():
                 future.set_result(outcome)
 
-    async def _after_failure(self, request: PaymentRequest, exc: Exception) -> PaymentOutcome | None:
+    async def _after_failure(self, session, request: PaymentRequest, exc: Exception) -> PaymentOutcome | None:
         """A request that failed alone on an IntegrityError lost a race for its receipt number (another
         process committed the same receipt first): recorded again, it now gets its Conflict."""
         from sqlalchemy.exc import IntegrityError
@@ -140,29 +148,27 @@ class PaymentBatcher:
         if not isinstance(exc, IntegrityError):
             return None
         try:
-            (outcome,) = await self._write([request])
+            (outcome,) = await self._write(session, [request])
         except Exception:  # noqa: BLE001
             return None
         return outcome
 
-    async def _write(self, requests: list[PaymentRequest]) -> list[PaymentOutcome]:
-        """One transaction: record the payments, schedule their receipts, commit, nudge the jobs."""
-        committed = None
+    async def _write(self, session, requests: list[PaymentRequest]) -> list[PaymentOutcome]:
+        """One transaction in the writer's session: record the payments, schedule their receipts,
+        commit, nudge the jobs. On failure it is rolled back and the session can go on."""
         try:
-            async with self._sessions() as session:
-                outcomes = await record_cash_payments(session, requests)
-                works = (await schedule_receipt_sms(session, [(o.payment, o.member) for o in outcomes if o.payment])
-                         if self.receipt_sms else [])
-                await jobs.commit_and_nudge(session, self._queue(), works)
-                committed = outcomes
+            outcomes = await record_cash_payments(session, requests)
+            works = (await schedule_receipt_sms(session, [(o.payment, o.member) for o in outcomes if o.payment])
+                     if self.receipt_sms else [])
+            # After the commit nothing raises: a failed nudge is logged and the sweeper runs the work.
+            await jobs.commit_and_nudge(session, self._queue(), works)
         except Exception:
-            if committed is None:
-                raise
-            # Committed, then closing the session failed: the payments stand, so answer with them
-            # (a retry would find their receipts used and answer 409 for a payment that was made).
-            log.warning("closing the session of a committed batch of cash payments failed", exc_info=True)
+            await session.rollback()
+            raise
+        finally:
+            session.expunge_all()  # the next batch starts clean; what callers get is detached, as before
         self.batches += 1
-        return committed
+        return outcomes
 
 
 def batcher(services) -> PaymentBatcher:

@@ -30,6 +30,7 @@ their postings and headers in one multi-row statement each.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -356,6 +357,26 @@ def chain_entries(last_seq: int, last_hash: str, prepared: Sequence[PreparedEntr
     return last_seq, last_hash
 
 
+def posting_rows(prepared: Sequence[PreparedEntry], accounts: dict) -> list[dict]:
+    """The posting rows of prepared entries (`accounts`: rows with id by code)."""
+    return [{"entry_id": item.id, "account_id": accounts[code].id, "amount_minor": amount, "currency": currency}
+            for item in prepared for code, currency, amount in item.raw]
+
+
+@contextlib.contextmanager
+def period_closed_refusal(prepared: Sequence[PreparedEntry]):
+    """Turns the database's refusal of an entry dated in a closed month (migration 0008's trigger)
+    into PeriodClosed naming the entries' months."""
+    try:
+        yield
+    except DBAPIError as exc:
+        if PERIOD_CLOSED_MESSAGE in str(exc):
+            months = sorted({item.row["effective_date"].strftime("%Y-%m") for item in prepared})
+            raise PeriodClosed(_("%(month)s is closed: post a correction in an open month.",
+                                 month=", ".join(months)), field="effective_date") from None
+        raise
+
+
 async def append_entries(session: AsyncSession, head: tuple[int, str], prepared: Sequence[PreparedEntry],
                          accounts: dict) -> None:
     """Write many entries at once after `head` (last_seq, last_hash), read with the head locked
@@ -368,17 +389,9 @@ async def append_entries(session: AsyncSession, head: tuple[int, str], prepared:
     # Core statements on the session's connection: the ORM's unit of work costs more than the SQL here.
     conn = await session.connection()
     # Postings before their headers: each header's insert trigger checks that they balance, then seals them.
-    await conn.execute(insert(Posting.__table__), [
-        {"entry_id": item.id, "account_id": accounts[code].id, "amount_minor": amount, "currency": currency}
-        for item in prepared for code, currency, amount in item.raw])
-    try:
+    await conn.execute(insert(Posting.__table__), posting_rows(prepared, accounts))
+    with period_closed_refusal(prepared):
         await conn.execute(insert(JournalEntry.__table__), [item.row for item in prepared])
-    except DBAPIError as exc:
-        if PERIOD_CLOSED_MESSAGE in str(exc):
-            months = sorted({item.row["effective_date"].strftime("%Y-%m") for item in prepared})
-            raise PeriodClosed(_("%(month)s is closed: post a correction in an open month.",
-                                 month=", ".join(months)), field="effective_date") from None
-        raise
     # An ORM UPDATE: the head object in this session's identity map moves too (no stale head for post_entry).
     await session.execute(update(LedgerHead).where(LedgerHead.id == 1).values(last_seq=last_seq, last_hash=last_hash)
                           .execution_options(synchronize_session="evaluate"))

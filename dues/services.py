@@ -22,18 +22,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from sqlalchemy import bindparam, func, insert, literal, null, select, union_all
+from sqlalchemy import any_, bindparam, func, insert, literal, null, select, text, union_all
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.util import identity_key
 
 from dues import joining
 from dues.errors import CurrencyMismatch, IdempotencyConflict, InvalidAmount
-from dues.ledger import (COLLECTOR_CASH_PREFIX, STANDARD_ACCOUNTS, PreparedEntry, append_entries, currency_mismatch,
-                         ensure_chart_and_cash, prepare_entry)
+from dues.ledger import (COLLECTOR_CASH_PREFIX, STANDARD_ACCOUNTS, PreparedEntry, append_entries, chain_entries,
+                         currency_mismatch, ensure_chart_and_cash, period_closed_refusal, posting_rows, prepare_entry)
 from dues.models import (CashPayment, DuesAccount, DuesPlan, DuesRate, EntryKind, JournalEntry, LedgerAccount,
                          LedgerHead, Posting)
 from dues.money import DEFAULT_CURRENCY, Money
-from union import audit, i18n
+from union import audit, i18n, pgbulk
 from union.errors import Conflict, InvalidInput, NotFound, UnionError
 from union.i18n import _
 from union.models import AuditEvent, AuditHead, Member, Role, utcnow
@@ -343,36 +345,50 @@ class _BatchQueries:
 
 @functools.cache
 def _batch_queries(sqlite: bool) -> _BatchQueries:
-    """The look-ups of record_cash_payments, built once (building them costs more than running them)."""
+    """The look-ups of record_cash_payments, built once (building them costs more than running them). A
+    list parameter is an array on PostgreSQL (`= ANY(:list)`: one SQL text for any length, nothing to
+    render per call) and an expanding IN on SQLite."""
+
+    def one_of(column, name: str):
+        if sqlite:
+            return column.in_(bindparam(name, expanding=True))
+        return column == any_(bindparam(name, type_=postgresql.ARRAY(column.type)))
+
     # Members with their plan's joining fee (without a dues account a member is on the standard plan).
     standard = select(DuesPlan.id).where(DuesPlan.code == STANDARD_PLAN).scalar_subquery()
     members = (select(Member, DuesPlan.joining_fee_minor, DuesPlan.joining_fee_currency)
                .outerjoin(DuesAccount, DuesAccount.member_id == Member.id)
                .outerjoin(DuesPlan, DuesPlan.id == func.coalesce(DuesAccount.plan_id, standard))
-               .where(Member.member_no.in_(bindparam("numbers", expanding=True))))
+               .where(one_of(Member.member_no, "numbers")))
     # The ledger head, locked, with the accounts the entries post to.
     columns = [LedgerHead.last_seq, LedgerHead.last_hash, LedgerAccount.id, LedgerAccount.code, LedgerAccount.currency]
+    # The audit head comes along (the payments' audit events chain after it), with the payments' ids: they
+    # are named in the audit events, whose hashes cover them.
+    columns.append(AuditHead.last_hash.label("audit_hash"))
     if sqlite:
-        # The transaction holds SQLite's write lock (BEGIN IMMEDIATE): no FOR UPDATE, and the audit head comes
-        # along. SQLite cannot say how a multi-row INSERT ... RETURNING numbered its rows, so the newest payment
-        # and audit ids come too: the rows are numbered here (max + 1, ... as SQLite would) and go in with one
-        # INSERT each.
+        # The transaction holds SQLite's write lock (BEGIN IMMEDIATE): no FOR UPDATE. SQLite cannot say how a
+        # multi-row INSERT ... RETURNING numbered its rows, so the newest payment and audit ids come: the rows
+        # are numbered here (max + 1, ... as SQLite would) and go in with one INSERT each.
         columns += [select(func.max(CashPayment.id)).scalar_subquery().label("last_payment_id"),
-                    AuditHead.last_hash.label("audit_hash"),
                     select(func.max(AuditEvent.id)).scalar_subquery().label("last_audit_id")]
+    else:
+        # Both heads locked in one statement; `n` payment ids taken from their sequence (unused ones are gaps).
+        columns.append(select(func.array_agg(func.nextval(func.pg_get_serial_sequence("cash_payment", "id"))))
+                       .select_from(func.generate_series(1, bindparam("n"))).scalar_subquery().label("payment_ids"))
     head = (select(*columns).select_from(LedgerHead)
-            .join(LedgerAccount, LedgerAccount.code.in_(bindparam("codes", expanding=True))).where(LedgerHead.id == 1))
-    head = head.join(AuditHead, AuditHead.id == 1) if sqlite else head.with_for_update(of=LedgerHead.__table__)
+            .join(LedgerAccount, one_of(LedgerAccount.code, "codes"))
+            .join(AuditHead, AuditHead.id == 1).where(LedgerHead.id == 1))
+    if not sqlite:
+        head = head.with_for_update(of=[LedgerHead.__table__, AuditHead.__table__])
     # Receipts already used, and entries already posted under the keys (with their payment, if any).
     used_receipts = select(
         literal("receipt").label("what"), CashPayment.collector_user_id, CashPayment.receipt_no.label("text"),
         null().label("entry_id"), null().label("content_hash"), null().label("payment_id")).where(
-        CashPayment.collector_user_id.in_(bindparam("collectors", expanding=True)),
-        CashPayment.receipt_no.in_(bindparam("receipts", expanding=True)))
+        one_of(CashPayment.collector_user_id, "collectors"), one_of(CashPayment.receipt_no, "receipts"))
     posted_keys = select(
         literal("key"), null(), JournalEntry.idempotency_key, JournalEntry.id, JournalEntry.content_hash,
         CashPayment.id).outerjoin(CashPayment, CashPayment.entry_id == JournalEntry.id).where(
-        JournalEntry.idempotency_key.in_(bindparam("keys", expanding=True)))
+        one_of(JournalEntry.idempotency_key, "keys"))
     return _BatchQueries(members, head, union_all(used_receipts, posted_keys))
 
 
@@ -409,8 +425,10 @@ async def record_cash_payments(session: AsyncSession, requests: Sequence[Payment
     # Members with their plan's joining fee, in one statement (members.get_member's rules: unknown and not
     # allowed look alike; without a dues account a member is on the standard plan).
     numbers = {item.outcome.request.member_no.strip().upper() for item in pending}
+    sqlite = session.get_bind().dialect.name == "sqlite"
+    queries = _batch_queries(sqlite)
     found = {row.Member.member_no: row for row in (await session.execute(
-        _batch_queries(False).members, {"numbers": list(numbers)})).all()}
+        queries.members, {"numbers": list(numbers)})).all()}
     for item in pending:
         request = item.outcome.request
         row = found.get(request.member_no.strip().upper())
@@ -427,22 +445,22 @@ async def record_cash_payments(session: AsyncSession, requests: Sequence[Payment
 
     # The ledger head, locked, with the accounts the entries post to, in one statement. Everything read
     # from here on (receipts, idempotency keys, joining fees paid) stays true until we commit.
-    sqlite = session.get_bind().dialect.name == "sqlite"
-    queries = _batch_queries(sqlite)
+    conn = await session.connection()  # plain rows from here on: Core, not the ORM's execute
     codes = {code for code, _, _ in STANDARD_ACCOUNTS} | {
         f"{COLLECTOR_CASH_PREFIX}{int(item.collector_id)}" for item in pending}
-    rows = (await session.execute(queries.head, {"codes": list(codes)})).all()
+    head_params = {"codes": list(codes), "n": len(pending)}
+    rows = (await conn.execute(queries.head, head_params)).all()
     if {row.code for row in rows} != codes:  # the first payment of the chart or of a collector: create them
         for currency in sorted({item.amount.currency for item in pending}):
             await ensure_chart_and_cash(
                 session, sorted({item.collector_id for item in pending if item.amount.currency == currency}), currency)
-        rows = (await session.execute(queries.head, {"codes": list(codes)})).all()
+        rows = (await conn.execute(queries.head, head_params)).all()
     accounts = {row.code: row for row in rows}
     head = rows[0]
 
     # Receipts already used and entries already posted under the keys, in one statement.
     used, existing = set(), {}
-    for row in (await session.execute(queries.receipts, {
+    for row in (await conn.execute(queries.receipts, {
             "collectors": sorted({item.collector_id for item in pending}),
             "receipts": sorted({item.receipt_no for item in pending}),
             "keys": sorted({f"cash:{item.collector_id}:{item.receipt_no}" for item in pending})})).all():
@@ -499,33 +517,74 @@ async def record_cash_payments(session: AsyncSession, requests: Sequence[Payment
     if not fresh and not replays:
         return outcomes
 
-    await append_entries(session, (head.last_seq, head.last_hash), [prepared for _item, prepared in fresh],
-                         accounts)
+    entries = [prepared for _item, prepared in fresh]
     written = sorted([(item, prepared.id) for item, prepared in fresh] + replays, key=lambda pair: pair[0].index)
     now = utcnow()
-    rows = [{"member_id": item.member.id, "collector_user_id": item.collector_id,
+    first_id = (head.last_payment_id or 0) + 1 if sqlite else 0
+    ids = range(first_id, first_id + len(written)) if sqlite else head.payment_ids
+    rows = [{"id": payment_id, "member_id": item.member.id, "collector_user_id": item.collector_id,
              "amount_minor": item.amount.amount_minor, "currency": item.amount.currency, "months": item.months,
-             "receipt_no": item.receipt_no, "entry_id": entry_id, "created_at": now} for item, entry_id in written]
-    # Core statements on the session's connection: the ORM's unit of work costs more than the SQL here.
-    conn, table = await session.connection(), CashPayment.__table__
+             "receipt_no": item.receipt_no, "entry_id": entry_id, "created_at": now}
+            for (item, entry_id), payment_id in zip(written, ids)]
+    events = [{"action": "dues.cash_payment", "actor": item.outcome.request.collector.user, "target_type": "member",
+               "target_id": item.member.member_no,
+               "detail": {"payment_id": row["id"], "amount_minor": row["amount_minor"], "currency": row["currency"],
+                          "receipt_no": row["receipt_no"], "entry_id": row["entry_id"]}}
+              for (item, _entry_id), row in zip(written, rows)]
     if sqlite:
-        for n, row in enumerate(rows, start=1):
-            row["id"] = (head.last_payment_id or 0) + n
-        await conn.execute(insert(table), rows)
+        await append_entries(session, (head.last_seq, head.last_hash), entries, accounts)
+        # Core statements on the session's connection: the ORM's unit of work costs more than the SQL here.
+        await conn.execute(insert(CashPayment.__table__), rows)
+        await audit.record_many(session, events, head=(head.audit_hash, head.last_audit_id))
     else:
-        ids = (await conn.execute(insert(table).returning(table.c.id, sort_by_parameter_order=True), rows)).scalars()
-        for row, payment_id in zip(rows, ids):
-            row["id"] = payment_id
-    await audit.record_many(session, [
-        {"action": "dues.cash_payment", "actor": item.outcome.request.collector.user, "target_type": "member",
-         "target_id": item.member.member_no,
-         "detail": {"payment_id": row["id"], "amount_minor": row["amount_minor"], "currency": row["currency"],
-                    "receipt_no": row["receipt_no"], "entry_id": row["entry_id"]}}
-        for (item, _entry_id), row in zip(written, rows)],
-        head=(head.audit_hash, head.last_audit_id) if sqlite else None)
+        await _write_postgresql(session, head, entries, accounts, rows, events)
     for (item, entry_id), row in zip(written, rows):
         item.outcome.payment, item.outcome.member, item.outcome.entry_id = CashPayment(**row), item.member, entry_id
     return outcomes
+
+
+_ENTRY_COLUMNS = tuple(JournalEntry.__table__.columns.keys())
+_PAYMENT_COLUMNS = tuple(CashPayment.__table__.columns.keys())
+
+
+@functools.cache
+def _postgresql_write():
+    """Entries, payments and audit events, and both heads moved, in one statement (union.pgbulk). The audit
+    events are inserted in chain order, so their serial ids follow it (verify_chain walks by id); the
+    statement returns their hashes in id order to prove it."""
+    entries = pgbulk.unnest_insert(JournalEntry.__table__, _ENTRY_COLUMNS, name="e")
+    payments = pgbulk.unnest_insert(CashPayment.__table__, _PAYMENT_COLUMNS, name="p")
+    events = pgbulk.unnest_insert(AuditEvent.__table__, audit.EVENT_COLUMNS, name="a", ordered=True)
+    return text(
+        f"WITH e AS ({entries}), p AS ({payments}), a AS ({events} RETURNING id, hash), "
+        "l AS (UPDATE ledger_head SET last_seq = :last_seq, last_hash = :last_hash WHERE id = 1) "
+        "UPDATE audithead SET last_id = (SELECT max(id) FROM a), last_hash = :audit_hash WHERE id = 1 "
+        "RETURNING (SELECT array_agg(hash ORDER BY id) FROM a)")
+
+
+async def _write_postgresql(session: AsyncSession, head, entries: list[PreparedEntry], accounts: dict,
+                            payments: list[dict], events: list[dict]) -> None:
+    """record_cash_payments' writes on PostgreSQL in two statements: the postings first (each entry's
+    balance trigger must see them), then everything else (`_postgresql_write`)."""
+    last_seq, last_hash = chain_entries(head.last_seq, head.last_hash, entries)
+    audit_rows, audit_hash = audit.chain_rows(events, head.audit_hash)
+    conn = await session.connection()
+    if entries:
+        await conn.execute(insert(Posting.__table__), posting_rows(entries, accounts))
+    with period_closed_refusal(entries):
+        hashes = (await conn.execute(_postgresql_write(), {
+            **pgbulk.unnest_params("e", _ENTRY_COLUMNS, (entry.row for entry in entries)),
+            **pgbulk.unnest_params("p", _PAYMENT_COLUMNS, payments),
+            **pgbulk.unnest_params("a", audit.EVENT_COLUMNS, audit_rows),
+            "last_seq": last_seq, "last_hash": last_hash, "audit_hash": audit_hash})).scalar_one()
+    if hashes != [row["hash"] for row in audit_rows]:
+        # verify_chain walks by id: a chain numbered out of order must not be committed.
+        raise RuntimeError("audit events were numbered out of their chain order")
+    # Written behind the ORM's back: heads loaded earlier in this session must be read again.
+    for model in (LedgerHead, AuditHead):
+        loaded = session.identity_map.get(identity_key(model, 1))
+        if loaded is not None:
+            session.expire(loaded)
 
 
 async def get_payment(session: AsyncSession, *, payment_id: int, principal: Principal) -> tuple[CashPayment, Member]:

@@ -66,6 +66,28 @@ async def record(session: AsyncSession, *, action: str, actor=None, target_type:
     return event
 
 
+EVENT_COLUMNS = ("at", "actor_user_id", "actor", "action", "target_type", "target_id", "detail", "prev_hash", "hash")
+
+
+def chain_rows(events: list[dict], prev_hash: str) -> tuple[list[dict], str]:
+    """The auditevent rows (without ids) of `events` (`record`'s keyword arguments each) chained after
+    `prev_hash`, read with the head locked: the same hashes as `record` would give them one after the
+    other. Returns the rows and the new head hash."""
+    rows: list[dict] = []
+    for item in events:
+        actor = item.get("actor")
+        row = {"at": utcnow(), "actor_user_id": getattr(actor, "id", None),
+               "actor": getattr(actor, "username", "") or "", "action": item["action"],
+               "target_type": item.get("target_type", ""), "target_id": str(item.get("target_id", "")),
+               "detail": json.dumps(item.get("detail") or {}, sort_keys=True, separators=(",", ":"),
+                                    ensure_ascii=False),
+               "prev_hash": prev_hash}
+        row["hash"] = prev_hash = event_hash(**{k: row[k] for k in (
+            "prev_hash", "at", "actor_user_id", "actor", "action", "target_type", "target_id", "detail")})
+        rows.append(row)
+    return rows, prev_hash
+
+
 async def record_many(session: AsyncSession, events: list[dict], *,
                       head: tuple[str, int | None] | None = None) -> list[int]:
     """Append several events in the caller's transaction, in order, with the head locked once: the
@@ -90,20 +112,10 @@ async def record_many(session: AsyncSession, events: list[dict], *,
     else:
         prev_hash = (await session.execute(
             select(AuditHead.last_hash).where(AuditHead.id == 1).with_for_update())).scalar_one()
-    rows: list[dict] = []
-    for item in events:
-        actor = item.get("actor")
-        row = {"at": utcnow(), "actor_user_id": getattr(actor, "id", None),
-               "actor": getattr(actor, "username", "") or "", "action": item["action"],
-               "target_type": item.get("target_type", ""), "target_id": str(item.get("target_id", "")),
-               "detail": json.dumps(item.get("detail") or {}, sort_keys=True, separators=(",", ":"),
-                                    ensure_ascii=False),
-               "prev_hash": prev_hash}
-        row["hash"] = prev_hash = event_hash(**{k: row[k] for k in (
-            "prev_hash", "at", "actor_user_id", "actor", "action", "target_type", "target_id", "detail")})
-        if sqlite:
-            row["id"] = (last_id or 0) + len(rows) + 1
-        rows.append(row)
+    rows, prev_hash = chain_rows(events, prev_hash)
+    if sqlite:
+        for n, row in enumerate(rows, start=1):
+            row["id"] = (last_id or 0) + n
     # Core statements on the session's connection: the ORM's unit of work costs more than the SQL here.
     conn = await session.connection()
     table = AuditEvent.__table__

@@ -369,3 +369,57 @@ async def test_batched_postings_keep_the_order_the_quick_chain_check_reads(servi
     async with services.reader() as db:
         report = await chainsql.verify_ledger(db)
     assert report.intact and report.checked == 24
+
+
+async def test_callers_that_pay_again_as_soon_as_answered_are_all_served(services, world, monkeypatch):
+    """Eight collectors each paying a run of payments, the next as soon as the last is answered (as the
+    benchmark does): the writer keeps its session while callers keep coming and gives it back between
+    runs; nobody is left waiting when a caller queues while the session closes, a failed batch does
+    not spoil the session for the next one, and each audit event names its own payment."""
+    real = batch_module.record_cash_payments
+    failures = [1]
+
+    async def fails_once(session, requests):
+        outcomes = await real(session, requests)
+        if failures and len(requests) > 1:
+            failures.pop()
+            raise IntegrityError("INSERT", {}, Exception("simulated race"))
+        return outcomes
+
+    monkeypatch.setattr(batch_module, "record_cash_payments", fails_once)
+    batcher = PaymentBatcher(services.sessions)
+
+    async def collector(run: int, n: int) -> list:
+        return [await batcher.submit(req(world, "ab"[(n + k) % 2], collector=("col1", "col2")[n % 2],
+                                         amount=100 + k, receipt=f"R-{run}-{n}-{k}")) for k in range(3)]
+
+    for run in range(2):  # a second run after the writer has stopped
+        results = await asyncio.wait_for(asyncio.gather(*(collector(run, n) for n in range(8))), timeout=60)
+        assert all(outcome.ok for run in results for outcome in run)
+    await batcher.close()
+    assert batcher.fallbacks == 1 and batcher.batches < 96
+    async with services.reader() as db:
+        stored = dict((await db.execute(select(CashPayment.id, CashPayment.receipt_no))).all())
+        named = [json.loads(detail) for detail in (await db.execute(
+            select(AuditEvent.detail).where(AuditEvent.action == "dues.cash_payment"))).scalars()]
+    assert len(stored) == 48 and len(set(stored.values())) == 48
+    assert sorted((d["payment_id"], d["receipt_no"]) for d in named) == sorted(stored.items())
+    assert await counts(services) == (48, 96, 48, 48)
+    await chains_intact(services)
+
+
+async def test_heads_read_earlier_in_the_session_do_not_go_stale(services, world):
+    """A transaction that appends to both chains before and after its cash payments (the payments move
+    the heads without the ORM on PostgreSQL): both chains still verify."""
+    async with services.sessions() as db:
+        await ledger.ensure_accounts(db)
+        await audit.record(db, action="test.before", actor=world["col1"].user)
+        await ledger.post_entry(db, key="before", kind="transfer", description="before", effective_date=TODAY,
+                                lines=[("bank", Money(700)), ("general_fund", Money(-700))])
+        await record_cash_payments(db, [req(world, "a", receipt="H-1"), req(world, "b", receipt="H-2")])
+        await audit.record(db, action="test.after", actor=world["col1"].user)
+        await ledger.post_entry(db, key="after", kind="transfer", description="after", effective_date=TODAY,
+                                lines=[("bank", Money(300)), ("general_fund", Money(-300))])
+        await db.commit()
+    assert await counts(services) == (4, 8, 2, 2)
+    await chains_intact(services)
