@@ -24,7 +24,10 @@ members looked up, the receipt numbers checked, the chart and the collectors' ca
 accounts read with the chain head locked, the journal entries (hash-chained) with
 their postings, the payment rows and the audit events, in a constant number of
 statements per batch. Latency is from the submit to its answer (the commit done),
-so with W > 1 it includes waiting for the batch before. "one per transaction
+so with W > 1 it includes waiting for the batch before. In these rows members have
+no phone number; "with SMS receipts" gives every member one, so each payment also
+schedules its SMS receipt (a notice row and its due-work row, in the same
+transaction, as POST /dues/collect does; the SMS jobs themselves are not run). "one per transaction
 (before)" is `dues.services.record_cash_payment` in its own session and
 transaction per payment, as the routes posted before group commit (--no-single
 leaves it out). The first 5 % of payments are a warm-up and are not counted. "cpu
@@ -145,8 +148,9 @@ class World:
     accounts: dict[str, int]  # ledger account id by code
 
 
-async def seed_people(engine, *, collectors: int, members: int, rng: random.Random) -> World:
-    """One branch, `collectors` collectors, `members` members (Core inserts), the standard chart."""
+async def seed_people(engine, *, collectors: int, members: int, rng: random.Random, phones: bool = False) -> World:
+    """One branch, `collectors` collectors, `members` members (Core inserts), the standard chart. phones:
+    every member has a phone number (a placeholder ciphertext: the SMS jobs are not run here)."""
     from sqlalchemy import insert, select
 
     from dues import ledger
@@ -173,6 +177,7 @@ async def seed_people(engine, *, collectors: int, members: int, rng: random.Rand
             await conn.execute(insert(Member), [
                 {"member_no": no, "working_name": f"Member {no[4:]}", "branch_id": branch_id, "language": "kn",
                  "joined_on": TODAY - dt.timedelta(days=rng.randint(0, 4 * 365)),
+                 "phone_enc": "placeholder-ciphertext" if phones else None,
                  "created_at": dt.datetime.now(dt.UTC)} for no in nos[start:start + 5000]])
     async with engine.connect() as conn:
         ids = dict((await conn.execute(select(Member.member_no, Member.id))).all())
@@ -295,9 +300,10 @@ async def run_writers(label: str, writers: int, plan, pay, *, warmup: float = 0.
 
 
 async def service_run(db: Database, *, writers: int, payments: int, members: int, seed: int,
-                      batched: bool = True) -> Run:
+                      batched: bool = True, phones: bool = False) -> Run:
     """batched: through dues.batch.PaymentBatcher, as the routes post (group commit); otherwise
-    dues.services.record_cash_payment in its own transaction per payment (the path before it)."""
+    dues.services.record_cash_payment in its own transaction per payment (the path before it).
+    phones: every member has a phone, so each payment also schedules its SMS receipt."""
     from dues.batch import PaymentBatcher
     from dues.money import Money
     from dues.services import PaymentRequest, record_cash_payment
@@ -308,7 +314,7 @@ async def service_run(db: Database, *, writers: int, payments: int, members: int
     engine = db.engine(writers=writers)
     try:
         rng = random.Random(seed)
-        world = await seed_people(engine, collectors=writers, members=members, rng=rng)
+        world = await seed_people(engine, collectors=writers, members=members, rng=rng, phones=phones)
         plan = payment_plan(world, payments, writers, rng)
         sessions = make_sessionmaker(engine)
         principals = [Principal(user=u, grants={Role.collector: {world.branch_id}}) for u in world.collectors]
@@ -326,12 +332,15 @@ async def service_run(db: Database, *, writers: int, payments: int, members: int
                 await session.commit()
 
         label = "service, group commit" if batched else "service, one per transaction (before)"
+        label += ", with SMS receipts" if phones else ""
         run = await run_writers(f"{label} ({db.label})", writers, plan, pay_batched if batched else pay_alone,
                                 counter=counter)
         await batcher.close()
         await check_posted(engine, payments)
         if batched:
             await check_chains(engine)
+        if phones:
+            await check_receipts(engine, payments)
         return run
     finally:
         await engine.dispose()
@@ -427,6 +436,21 @@ async def raw_run(db: Database, *, writers: int, payments: int, members: int, se
         return run
     finally:
         await engine.dispose()
+
+
+async def check_receipts(engine, payments: int) -> None:
+    """Every payment of a member with a phone has its SMS receipt scheduled: a notice and its due work."""
+    from sqlalchemy import func, select
+
+    from dues.cash_ops_models import DuesNotice
+    from union.models import DueWork
+
+    async with engine.connect() as conn:
+        notices = (await conn.execute(select(func.count()).select_from(DuesNotice))).scalar_one()
+        works = (await conn.execute(select(func.count()).select_from(DueWork)
+                                    .where(DueWork.key.like("dues-notice:%")))).scalar_one()
+    if (notices, works) != (payments, payments):
+        raise SystemExit(f"the run lost receipts: {notices} notices, {works} due work rows for {payments} payments")
 
 
 async def check_posted(engine, payments: int) -> None:
@@ -572,7 +596,8 @@ def main() -> None:
                 notes.append("PostgreSQL did not answer at " + PG_ADMIN + ": its runs were skipped.")
         for kind, writers in configs:
             group = []
-            variants = [("service, group commit", service_run, {"batched": True})]
+            variants = [("service, group commit", service_run, {"batched": True}),
+                        ("service, group commit, with SMS receipts", service_run, {"batched": True, "phones": True})]
             if not args.no_single:
                 variants.append(("service, one per transaction", service_run, {"batched": False}))
             variants += [("raw", raw_run, {}), ("raw, batched", raw_run, {"batched": True})]

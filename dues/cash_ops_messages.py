@@ -17,9 +17,10 @@ and a month — never a name, a member number or the word "sex work". Push paylo
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Sequence
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -27,7 +28,7 @@ from dues.cash_ops_models import DuesMessageOptOut, DuesNotice, NoticeKind
 from dues.models import CashPayment
 from dues.money import Money, format_money
 from union import audit, i18n, jobs
-from union.models import DueWork, Member, User, utcnow
+from union.models import DueState, DueWork, Member, User, utcnow
 from union.sms import SmsError
 
 NOTICE_JOB = "dues.notice"
@@ -86,29 +87,55 @@ async def schedule_receipt_sms(session: AsyncSession, paid: Sequence[tuple[CashP
     paid = [(payment, member) for payment, member in paid if member.phone_enc]
     if not paid:
         return []
+    if session.get_bind().dialect.name == "postgresql":
+        return await _schedule_receipts_postgresql(session, paid)
     out = set((await session.execute(select(DuesMessageOptOut.member_id).where(
         DuesMessageOptOut.member_id.in_({member.id for _, member in paid})))).scalars())
     notices = [DuesNotice(member_id=member.id, kind=NoticeKind.receipt, ref=str(payment.id))
                for payment, member in paid if member.id not in out]
     if not notices:
         return []
-    sqlite = session.get_bind().dialect.name == "sqlite"
-    if sqlite:
-        # As dues.services.record_cash_payments numbers its payments: SQLite cannot say how a multi-row
-        # INSERT ... RETURNING numbered its rows, and the transaction holds the write lock (BEGIN IMMEDIATE).
-        last_notice, last_work = (await session.execute(select(
-            select(func.max(DuesNotice.id)).scalar_subquery(), select(func.max(DueWork.id)).scalar_subquery()))).one()
-        for n, notice in enumerate(notices, start=1):
-            notice.id = (last_notice or 0) + n
+    # As dues.services.record_cash_payments numbers its payments: SQLite cannot say how a multi-row
+    # INSERT ... RETURNING numbered its rows, and the transaction holds the write lock (BEGIN IMMEDIATE).
+    last_notice, last_work = (await session.execute(select(
+        select(func.max(DuesNotice.id)).scalar_subquery(), select(func.max(DueWork.id)).scalar_subquery()))).one()
+    for n, notice in enumerate(notices, start=1):
+        notice.id = (last_notice or 0) + n
     # A new payment's id cannot have a notice yet: no look-up (the unique constraint still guards it).
     session.add_all(notices)
     await session.flush()
     works = [await jobs.schedule(session, kind=NOTICE_JOB, key=f"dues-notice:{notice.id}",
                                  payload={"notice": notice.id}, fresh=True) for notice in notices]
-    if sqlite:
-        for n, work in enumerate(works, start=1):
-            work.id = (last_work or 0) + n
+    for n, work in enumerate(works, start=1):
+        work.id = (last_work or 0) + n
     return works
+
+
+@functools.cache
+def _receipts_statement_postgresql():
+    """schedule_receipt_sms on PostgreSQL in one statement (see union.pgbulk): the notices of members who
+    did not opt out, in order, and a due-work row for each, as jobs.schedule would make it."""
+    return text(
+        "WITH n AS (INSERT INTO dues_notice (member_id, kind, ref, created_at) "
+        "SELECT u.member_id, :kind, u.ref, :now "
+        "FROM unnest(CAST(:member_ids AS INTEGER[]), CAST(:refs AS VARCHAR[])) WITH ORDINALITY AS u(member_id, ref, _n) "
+        "WHERE NOT EXISTS (SELECT 1 FROM dues_message_opt_out o WHERE o.member_id = u.member_id) "
+        "ORDER BY u._n RETURNING id) "
+        "INSERT INTO duework (kind, key, payload, due_at, state, attempts, max_attempts, created_at) "
+        "SELECT :job, 'dues-notice:' || n.id, '{\"notice\": ' || n.id || '}', :now, :state, 0, :max_attempts, :now "
+        "FROM n RETURNING id, key, payload")
+
+
+async def _schedule_receipts_postgresql(session: AsyncSession, paid) -> list[DueWork]:
+    now = utcnow()
+    conn = await session.connection()
+    rows = (await conn.execute(_receipts_statement_postgresql(), {
+        "kind": NoticeKind.receipt.value, "now": now, "member_ids": [member.id for _, member in paid],
+        "refs": [str(payment.id) for payment, _ in paid], "job": NOTICE_JOB, "state": DueState.pending.value,
+        "max_attempts": jobs.DEFAULT_MAX_ATTEMPTS})).all()
+    # The rows as jobs.schedule would return them (not in the session: they are written already).
+    return [DueWork(id=row.id, kind=NOTICE_JOB, key=row.key, payload=row.payload, due_at=now, created_at=now)
+            for row in rows]
 
 
 async def _receipt_text(session: AsyncSession, svc, notice: DuesNotice, member: Member) -> str | None:

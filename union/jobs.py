@@ -57,8 +57,12 @@ class JobQueue(Protocol):
         """Ask for these due-work rows to be run now (or at `at`). Losing a nudge only delays the work."""
 
 
+DEFAULT_MAX_ATTEMPTS = 8
+
+
 async def schedule(session: AsyncSession, *, kind: str, key: str, payload: dict | None = None,
-                   due_at: dt.datetime | None = None, max_attempts: int = 8, fresh: bool = False) -> DueWork:
+                   due_at: dt.datetime | None = None, max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+                   fresh: bool = False) -> DueWork:
     """Add a due-work row in the caller's transaction; the same key twice returns the first row.
 
     Payloads carry ids only, never sensitive values.

@@ -152,3 +152,42 @@ async def test_member_toggles_dues_messages_on_their_page(world, services, make_
     # Without the CSRF token nothing changes.
     r = await member.post("/dues/me/messages", {"opt_out": "1"}, csrf=False)
     assert r.status_code == 403
+
+
+async def test_a_batch_schedules_one_receipt_per_phone_that_did_not_opt_out(world, services, branches):
+    """Three collectors' payments posted in one batch: the members with a phone who did not opt out get
+    one notice each, naming their own payment, and one due-work job each whose payload names only the
+    notice; the sweep then texts each of them once."""
+    import asyncio
+
+    from dues.batch import PaymentBatcher
+    from dues.money import Money
+    from dues.services import PaymentRequest
+    from union import accounts
+
+    other = await enrol(services, "Chitra Receipt", "BLR", phone="9876543211")
+    opted = await enrol(services, "Devi Receipt", "BLR", phone="9876543212")
+    async with services.sessions() as db:
+        db.add(DuesMessageOptOut(member_id=opted.id))
+        await db.commit()
+    async with services.reader() as db:
+        collector = await accounts.principal_for(db, world["collector"], "session")
+    batcher = PaymentBatcher(services.sessions, queue=lambda: services.jobs)
+    members = [world["phone"], opted, world["nophone"], other]
+    outcomes = await asyncio.gather(*(
+        batcher.submit(PaymentRequest(member_no=m.member_no, amount=Money(10000), receipt_no=f"B-{n}",
+                                      collector=collector)) for n, m in enumerate(members)))
+    await batcher.close()
+    assert batcher.batches == 1
+    async with services.reader() as db:
+        notices = {n.member_id: n for n in (await db.execute(select(DuesNotice))).scalars()}
+    paid = {o.member.id: o.payment.id for o in outcomes}
+    assert sorted(notices) == sorted([world["phone"].id, other.id])
+    assert all(notices[m].ref == str(paid[m]) and notices[m].kind == "receipt" for m in notices)
+    works = await notice_works(services)
+    assert sorted((w.key, w.payload) for w in works) == sorted(
+        (f"dues-notice:{n.id}", f'{{"notice": {n.id}}}') for n in notices.values())
+    assert all(w.state == "pending" and w.attempts == 0 and w.max_attempts == jobs.DEFAULT_MAX_ATTEMPTS
+               for w in works)
+    await jobs.sweep(services)
+    assert sorted(m["to"] for m in services.sms.sent) == ["+919876543210", "+919876543211"]
