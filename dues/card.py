@@ -23,6 +23,8 @@ the member's standing, see dues.services.paid_total_query):
 - Stripe's fee, from the balance transaction: Dr card_fees / Cr stripe
 - refund: Dr refunds / Cr stripe (member)
 - dispute (funds withdrawn): Dr disputes / Cr stripe (member); won: the reverse
+- Stripe's dispute fee, from the dispute's balance transactions: Dr card_fees / Cr stripe
+  (key "stripe:dispute:<dp>:withdrawn:fee"; a fee given back when won is the reverse)
 - payout of the Stripe balance to the bank, when paid: Dr bank / Cr stripe
   (kind "stripe_payout", key "stripe:payout:<po>", dated the payout's arrival)
 - failed payment: no entry; the attempt is recorded and shown to the member.
@@ -41,6 +43,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from dues import joining
 from dues.card_models import (CardPayment, CardPaymentKind, CardPaymentStatus, CardSubscription, StripeEvent,
                               SubscriptionStatus)
 from dues.errors import DuesError
@@ -109,10 +112,17 @@ def _money(amount_minor: int, currency: str) -> Money:
 
 async def post_card_payment(session: AsyncSession, *, member_id: int, amount: Money, charge_id: str,
                             effective_date: dt.date) -> JournalEntry:
-    """Dr stripe / Cr dues_income for the member: a card payment that succeeded."""
+    """Dr stripe / Cr dues_income for the member: a card payment that succeeded, with the joining fee
+    she still owes taken first (Cr joining_fee_income). Posted once: the entry already posted for the
+    charge is returned as it is (the fee it took is no longer owed, so its lines are not made again)."""
+    key = f"stripe:charge:{charge_id}:payment"
+    posted = (await session.execute(select(JournalEntry).where(JournalEntry.idempotency_key == key))).scalar_one_or_none()
+    if posted is not None:
+        return posted
     await ensure_accounts(session, amount.currency)
-    return await post_entry(session, key=f"stripe:charge:{charge_id}:payment", kind=EntryKind.card_payment,
-                            lines=[("stripe", amount), ("dues_income", -amount)],
+    lines = await joining.card_payment_lines(session, member=await session.get(Member, member_id), account="stripe",
+                                             amount=amount)
+    return await post_entry(session, key=key, kind=EntryKind.card_payment, lines=lines,
                             description=f"Card dues, Stripe charge {charge_id}", effective_date=effective_date,
                             member_id=member_id)
 
@@ -155,6 +165,16 @@ async def post_card_dispute_won(session: AsyncSession, *, member_id: int, amount
                             effective_date=effective_date, member_id=member_id)
 
 
+async def post_card_dispute_fee(session: AsyncSession, *, fee: Money, dispute_id: str, stage: str,
+                                effective_date: dt.date) -> JournalEntry:
+    """Dr card_fees / Cr stripe: Stripe's fee on a dispute, from the balance transaction of its `stage`
+    ("withdrawn" or "reinstated"); a negative fee is one Stripe gave back. No member credit."""
+    await ensure_accounts(session, fee.currency)
+    return await post_entry(session, key=f"stripe:dispute:{dispute_id}:{stage}:fee", kind=EntryKind.card_fee,
+                            lines=[("card_fees", fee), ("stripe", -fee)],
+                            description=f"Stripe fee on dispute {dispute_id} ({stage})", effective_date=effective_date)
+
+
 PAYOUT_KIND = "stripe_payout"
 
 
@@ -194,12 +214,22 @@ def check_card_months(months: object) -> int:
     return months
 
 
+async def joining_fee_due(session: AsyncSession, *, member: Member, currency: str) -> Money | None:
+    """The joining fee a Checkout in `currency` must add: what the member still owes of it, or None."""
+    owed = await joining.fee_owed(session, member)
+    return owed if owed is not None and owed.currency == currency else None
+
+
 async def new_card_payment(session: AsyncSession, *, member: Member, months: object, today: dt.date) -> CardPayment:
-    """The row for one Checkout attempt (pending). Its id keys the Stripe call. Flushes."""
+    """The row for one Checkout attempt (pending): the months, and the joining fee if still owed. Its id
+    keys the Stripe call. Flushes."""
     months = check_card_months(months)
     rate = await monthly_rate(session, member=member, today=today)
+    fee = await joining_fee_due(session, member=member, currency=rate.currency)
+    fee_minor = fee.amount_minor if fee else 0
     payment = CardPayment(member_id=member.id, kind=CardPaymentKind.checkout, months=months,
-                          amount_minor=rate.amount_minor * months, currency=rate.currency)
+                          amount_minor=rate.amount_minor * months + fee_minor, joining_fee_minor=fee_minor,
+                          currency=rate.currency)
     session.add(payment)
     await session.flush()
     return payment
@@ -229,8 +259,11 @@ def checkout_params(payment: CardPayment, *, success_url: str, cancel_url: str) 
     return {
         "mode": "payment",
         "line_items": [{"quantity": payment.months, "price_data": {
-            "currency": payment.currency.lower(), "unit_amount": payment.amount_minor // payment.months,
-            "product_data": {"name": "Union dues (one month)"}}}],
+            "currency": payment.currency.lower(),
+            "unit_amount": (payment.amount_minor - payment.joining_fee_minor) // payment.months,
+            "product_data": {"name": "Union dues (one month)"}}}] + ([{"quantity": 1, "price_data": {
+                "currency": payment.currency.lower(), "unit_amount": payment.joining_fee_minor,
+                "product_data": {"name": "Union joining fee (once)"}}}] if payment.joining_fee_minor else []),
         "metadata": meta, "payment_intent_data": {"metadata": meta},
         "client_reference_id": f"card_payment-{payment.id}",
         "success_url": success_url, "cancel_url": cancel_url,
@@ -515,6 +548,14 @@ async def _apply_payment(session: AsyncSession, row: CardPayment, state: Payment
             amount = _money(dispute["amount"], dispute.get("currency") or currency)
             await post_card_dispute(session, member_id=row.member_id, amount=amount, dispute_id=dispute["id"],
                                     charge_id=charge["id"], effective_date=_day(dispute.get("created")))
+            # Stripe's dispute fee (and any fee it gives back when the dispute is won), from the dispute's
+            # balance transactions: the withdrawal takes money out of the balance, the reinstatement puts it back.
+            for txn in dispute.get("balance_transactions") or []:
+                if isinstance(txn, dict) and int(txn.get("fee") or 0):
+                    await post_card_dispute_fee(
+                        session, fee=_money(txn["fee"], txn.get("currency") or currency), dispute_id=dispute["id"],
+                        stage="withdrawn" if int(txn.get("amount") or 0) < 0 else "reinstated",
+                        effective_date=_day(txn.get("created") or dispute.get("created")))
             if dispute.get("status") == "won":
                 # Dated when Stripe gave the money back (its reversal balance transaction), if it says.
                 back = [t for t in dispute.get("balance_transactions") or []

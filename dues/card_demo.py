@@ -11,10 +11,11 @@ import string
 
 from sqlalchemy import select
 
-from dues.card import (CardPaymentRefused, monthly_rate, post_card_dispute, post_card_dispute_won, post_card_fee,
-                       post_card_payment, post_card_refund)
+from dues.card import (CardPaymentRefused, monthly_rate, post_card_dispute, post_card_dispute_fee, post_card_dispute_won,
+                       post_card_fee, post_card_payment, post_card_refund)
 from dues.card_models import CardPayment, CardPaymentKind, CardPaymentStatus
 from dues.money import Money
+from dues.stripe_standin import DISPUTE_FEE_MINOR
 from union.demo import DEMO_STEPS
 from union.models import Member
 
@@ -74,6 +75,8 @@ async def load_card_demo(services, rng, say) -> None:
                     dispute = _stripe_id(rng, "dp")
                     await post_card_dispute(session, member_id=member.id, amount=amount, dispute_id=dispute,
                                             charge_id=charge, effective_date=later)
+                    await post_card_dispute_fee(session, fee=Money(DISPUTE_FEE_MINOR, amount.currency),
+                                                dispute_id=dispute, stage="withdrawn", effective_date=later)
                     if n == 29:
                         await post_card_dispute_won(session, member_id=member.id, amount=amount, dispute_id=dispute,
                                                     charge_id=charge, effective_date=later)

@@ -78,6 +78,8 @@ class CardPayment(SQLModel, table=True):
     payment_intent_id: str | None = Field(default=None, max_length=255, unique=True)
     charge_id: str | None = Field(default=None, max_length=255, unique=True)
     fee_minor: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    # The part of amount_minor that is the plan's joining fee, still owed when the payment was opened.
+    joining_fee_minor: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, server_default="0"))
     refunded_minor: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
     disputed_minor: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
     failure_message: str = Field(default="", max_length=500)

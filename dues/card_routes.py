@@ -58,15 +58,19 @@ async def _page(request: Request, *, error: str | None = None, months: str = "1"
         standing = await dues.standing(db, member=member, today=_today(), grace_months=svc.settings.grace_months)
         payments = await card.member_card_payments(db, member.id)
         autopay = await card.active_subscription(db, member.id)
+        fee = None
         try:
             rate = await card.monthly_rate(db, member=member, today=_today())
+            fee = await card.joining_fee_due(db, member=member, currency=rate.currency)
         except card.CardPaymentRefused as exc:
             rate, error = None, error or exc.message
+    extra = fee.amount_minor if fee else 0
     return render(request, "dues/card.html", {
         "member": member, "standing": standing, "billing_on": billing is not None,
         "test_mode": bool(billing and billing.test_mode), "error": error, "months": months,
         "max_months": card.MAX_CARD_MONTHS, "rate": format_money(rate) if rate else None,
-        "choices": [(n, format_money(Money(rate.amount_minor * n, rate.currency))) for n in
+        "joining_fee": format_money(fee) if fee else None,
+        "choices": [(n, format_money(Money(rate.amount_minor * n + extra, rate.currency))) for n in
                     range(1, card.MAX_CARD_MONTHS + 1)] if rate else [],
         "autopay": autopay, "payments": card_rows(payments),
         "arrears": format_money(Money(standing.arrears_minor, standing.currency))}, status_code=status_code)

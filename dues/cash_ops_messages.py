@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import json
 from collections.abc import Sequence
 
-from sqlalchemy import delete, func, select, text, update
+from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -81,34 +82,36 @@ async def add_notice(session: AsyncSession, *, member_id: int, kind: str, ref: s
 
 async def schedule_receipt_sms(session: AsyncSession, paid: Sequence[tuple[CashPayment, Member]]) -> list[DueWork]:
     """After new cash payments, each with its member: the SMS receipts, a notice row and its due work
-    each, unless the member has no phone or opted out. In the caller's transaction, with no other due
-    work pending in the session; the due work rows are inserted by the caller's next flush
-    (commit_and_nudge), in one statement."""
+    each, unless the member has no phone or opted out. Written at once in the caller's transaction
+    (one statement on PostgreSQL, three on SQLite); returns the due work rows (not in the session) for
+    commit_and_nudge. A new payment's id cannot have a notice yet: no look-up (the unique constraint
+    still guards it)."""
     paid = [(payment, member) for payment, member in paid if member.phone_enc]
     if not paid:
         return []
     if session.get_bind().dialect.name == "postgresql":
         return await _schedule_receipts_postgresql(session, paid)
-    out = set((await session.execute(select(DuesMessageOptOut.member_id).where(
-        DuesMessageOptOut.member_id.in_({member.id for _, member in paid})))).scalars())
-    notices = [DuesNotice(member_id=member.id, kind=NoticeKind.receipt, ref=str(payment.id))
-               for payment, member in paid if member.id not in out]
-    if not notices:
-        return []
     # As dues.services.record_cash_payments numbers its payments: SQLite cannot say how a multi-row
     # INSERT ... RETURNING numbered its rows, and the transaction holds the write lock (BEGIN IMMEDIATE).
-    last_notice, last_work = (await session.execute(select(
-        select(func.max(DuesNotice.id)).scalar_subquery(), select(func.max(DueWork.id)).scalar_subquery()))).one()
-    for n, notice in enumerate(notices, start=1):
-        notice.id = (last_notice or 0) + n
-    # A new payment's id cannot have a notice yet: no look-up (the unique constraint still guards it).
-    session.add_all(notices)
-    await session.flush()
-    works = [await jobs.schedule(session, kind=NOTICE_JOB, key=f"dues-notice:{notice.id}",
-                                 payload={"notice": notice.id}, fresh=True) for notice in notices]
-    for n, work in enumerate(works, start=1):
-        work.id = (last_work or 0) + n
-    return works
+    conn = await session.connection()
+    last_notice, last_work, out = (await conn.execute(select(
+        select(func.max(DuesNotice.id)).scalar_subquery(), select(func.max(DueWork.id)).scalar_subquery(),
+        select(func.group_concat(DuesMessageOptOut.member_id)).where(
+            DuesMessageOptOut.member_id.in_({member.id for _, member in paid})).scalar_subquery()))).one()
+    out = {int(member_id) for member_id in (out or "").split(",") if member_id}
+    now = utcnow()
+    notices = [{"id": (last_notice or 0) + n, "member_id": member.id, "kind": NoticeKind.receipt.value,
+                "ref": str(payment.id), "channel": None, "created_at": now, "sent_at": None}
+               for n, (payment, member) in enumerate([pm for pm in paid if pm[1].id not in out], start=1)]
+    if not notices:
+        return []
+    works = [{"id": (last_work or 0) + n, "kind": NOTICE_JOB, "key": f"dues-notice:{notice['id']}",
+              "payload": json.dumps({"notice": notice["id"]}), "due_at": now, "state": DueState.pending.value,
+              "attempts": 0, "max_attempts": jobs.DEFAULT_MAX_ATTEMPTS, "created_at": now}
+             for n, notice in enumerate(notices, start=1)]
+    await conn.execute(insert(DuesNotice.__table__), notices)
+    await conn.execute(insert(DueWork.__table__), works)
+    return [DueWork(**work) for work in works]
 
 
 @functools.cache

@@ -1,12 +1,14 @@
 """Joining fees: a plan may ask a one-time fee (`dues_plan.joining_fee_minor`, 0 = none,
 in `joining_fee_currency`, INR by default). It is booked from the member's first cash
-payment: the same journal entry gets an extra line, Cr joining_fee_income, and only the
-rest of the payment is credited to dues_income (and so counts toward standing).
+or card payment: the same journal entry gets an extra line, Cr joining_fee_income, and
+only the rest of the payment is credited to dues_income (and so counts toward standing).
+A card Checkout opened while the fee is owed asks for the months and the fee.
 
 "First" means: the member's entries have no net credit to joining_fee_income yet (a
 reversed fee is owed again). The check runs with the ledger head locked, so two
 collectors taking a member's first payment at the same moment book the fee once.
-A first payment smaller than the fee is refused: nothing is posted.
+A first cash payment smaller than the fee is refused: nothing is posted. A card payment
+that arrived is never refused: it pays as much of the fee as it covers.
 """
 
 from __future__ import annotations
@@ -83,12 +85,25 @@ async def joining_fees_paid(session: AsyncSession, member_ids) -> dict[int, int]
     return {member_id: found.get(member_id, 0) for member_id in ids}
 
 
-async def payment_lines(session: AsyncSession, *, member: Member, cash_account: str, amount: Money) -> list[Line]:
-    """The lines of a cash payment's entry: Dr cash / Cr dues_income, with the joining fee taken
-    first when the member still owes it."""
+async def fee_owed(session: AsyncSession, member: Member) -> Money | None:
+    """What the member still owes of her plan's joining fee, or None."""
     fee = await plan_joining_fee(session, member)
-    if fee is None or fee.currency != amount.currency:
-        return [(cash_account, amount), ("dues_income", -amount)]
+    if fee is None:
+        return None
+    owed = fee.amount_minor - await joining_fee_paid(session, member.id)
+    return Money(owed, fee.currency) if owed > 0 else None
+
+
+async def card_payment_lines(session: AsyncSession, *, member: Member, account: str, amount: Money) -> list[Line]:
+    """The lines of a card payment's entry: Dr `account` / Cr joining_fee_income for as much of the
+    fee as the member still owes and the payment covers, the rest Cr dues_income. Unlike cash it never
+    refuses: the money has arrived (a Checkout includes the fee owed when it was opened)."""
     await lock_head(session)  # the fee check must stay true until our entry is posted
-    return fee_lines(fee=fee, paid_minor=await joining_fee_paid(session, member.id), cash_account=cash_account,
-                     amount=amount)
+    owed = await fee_owed(session, member)
+    part = min(owed.amount_minor, amount.amount_minor) if owed and owed.currency == amount.currency else 0
+    lines: list[Line] = [(account, amount)]
+    if part:
+        lines.append((JOINING_FEE_ACCOUNT, -Money(part, amount.currency)))
+    if amount.amount_minor > part:
+        lines.append(("dues_income", -Money(amount.amount_minor - part, amount.currency)))
+    return lines

@@ -33,6 +33,7 @@ from starlette.routing import Route
 
 API_VERSION = stripe.api_version  # the version the pinned SDK speaks
 DECLINE_CARD = "4000000000000002"
+DISPUTE_FEE_MINOR = 1500  # the stand-in's dispute fee, in the charge's minor units (Stripe's is $15 in the US)
 
 
 def _id(prefix: str) -> str:
@@ -317,10 +318,10 @@ class StripeStandin:
                        "charge": charge_id, "payment_intent": charge["payment_intent"],
                        "currency": charge["currency"], "status": "needs_response", "reason": "fraudulent",
                        "created": int(time.time()), "balance_transactions": []}
-            # The disputed amount is withdrawn from the balance (no dispute fee in the stand-in).
+            # The disputed amount is withdrawn from the balance, with Stripe's dispute fee (kept if won).
             dispute["balance_transactions"].append(self._txn(
                 amount=-charge["amount"], currency=charge["currency"], type_="adjustment", source=dispute["id"],
-                category="dispute", description=f"Chargeback withdrawal for {charge_id}"))
+                category="dispute", fee=DISPUTE_FEE_MINOR, description=f"Chargeback withdrawal for {charge_id}"))
             self._put(dispute)
             charge["disputed"] = True
             return [self._event("charge.dispute.created", dispute)]

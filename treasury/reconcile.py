@@ -427,7 +427,10 @@ def _expected(txn: dict) -> list[tuple[str, int, str]] | None:
     if kind == "adjustment" and source.startswith("dp_"):
         key = f"stripe:dispute:{source}:" + ("withdrawn" if amount < 0 else "reinstated")
         what = _("dispute %(ref)s", ref=source) if amount < 0 else _("dispute %(ref)s won", ref=source)
-        return [(key, amount, what)]
+        lines = [(key, amount, what)]
+        if fee:
+            lines.append((f"{key}:fee", -fee, _("Stripe's fee on dispute %(ref)s", ref=source)))
+        return lines
     if kind == "payout" and source:
         return [(f"stripe:payout:{source}", amount, _("payout %(ref)s", ref=source))]
     return None
@@ -504,7 +507,7 @@ async def _against_stripe(session: AsyncSession, check: CardCheck, *, start: dt.
                   ref=txn["id"], type=txn.get("type") or "?", amount=_amount(txn.get("net")), day=day.isoformat())))
             continue
         fee = int(txn.get("fee") or 0)
-        if fee and txn.get("type") not in ("charge", "payment"):
+        if fee and not any(key.endswith(":fee") for key, _a, _w in lines):
             check.add(CardDifference(
                 "stripe_only", txn["id"], day, -fee, None,
                 _("Stripe took a fee of %(amount)s on %(ref)s (%(type)s) that the ledger does not book.",

@@ -15,13 +15,14 @@ import time
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
-from dues import card, ledger
+from dues import card, joining, ledger
 from dues.card_models import CardPayment, CardSubscription, StripeEvent
-from dues.models import JournalEntry
+from dues.models import DuesPlan, JournalEntry
 from dues.money import Money
 from dues.services import paid_total, standing
+from dues.stripe_standin import DISPUTE_FEE_MINOR
 from tests.dues.stripe_standin_server import stripe_server  # noqa: F401 - fixture
 from tests.union.test_policy import enrol, login_cookie, member_user
 from union import jobs
@@ -276,12 +277,16 @@ async def test_dispute_takes_the_credit_and_a_win_gives_it_back(won, member_web,
     opened = standin.dispute(paid[0]["data"]["object"]["id"])
     await deliver(client, standin, opened)
     state = await ledger_state(services, member.id)
+    # Stripe's dispute fee, from the withdrawal's balance transaction, is a card fee: no member credit.
     assert state["credit"] == 0 and state["disputes"] == 2 * RATE
+    assert state["card_fees"] == fee_of(2 * RATE) + DISPUTE_FEE_MINOR
     assert (await the_payment(services)).status == "disputed"
     await deliver(client, standin, standin.close_dispute(opened[0]["data"]["object"]["id"], won=won))
     state = await ledger_state(services, member.id)
     assert state["credit"] == (2 * RATE if won else 0)
     assert state.get("disputes", 0) == (0 if won else 2 * RATE)
+    assert state["card_fees"] == fee_of(2 * RATE) + DISPUTE_FEE_MINOR  # kept by Stripe, won or lost
+    assert state["stripe"] == -fee_of(2 * RATE) - DISPUTE_FEE_MINOR + (2 * RATE if won else 0)
     assert (await the_payment(services)).status == ("succeeded" if won else "disputed")
 
 
@@ -471,3 +476,62 @@ async def test_payout_paid_moves_the_balance_to_the_bank_once(member_web, member
         entry = (await db.execute(select(JournalEntry).where(
             JournalEntry.idempotency_key == f"stripe:payout:{payout['id']}"))).scalar_one()
     assert bank["bank"].amount_minor == payout["amount"] and entry.kind == "stripe_payout"
+
+
+# ---------------------------------------------------------------- the joining fee
+
+
+async def with_joining_fee(services, minor: int = 5000) -> None:
+    async with services.sessions() as db:
+        await db.execute(update(DuesPlan).where(DuesPlan.code == "standard").values(joining_fee_minor=minor))
+        await db.commit()
+
+
+async def test_a_first_checkout_asks_for_the_joining_fee_once(member_web, member, services, client, standin):
+    """A member who owes her plan's joining fee sees it in every total; Stripe is asked for the months
+    and the fee as two line items; the paid charge books the fee to joining_fee_income and only the
+    months to her dues credit; replayed events post nothing more; the next checkout has no fee."""
+    await with_joining_fee(services)
+    page = await member_web.get("/dues/card")
+    assert 'id="joining-fee"' in page.text and "₹50.00" in page.text and "₹250.00" in page.text  # 2 months + fee
+    cs = await start_checkout(member_web, months=2)
+    payment = await the_payment(services)
+    assert (payment.amount_minor, payment.joining_fee_minor, payment.months) == (2 * RATE + 5000, 5000, 2)
+    items = standin.objects[cs]["line_items"]
+    assert [(int(i["quantity"]), int(i["price_data"]["unit_amount"])) for i in items] == [(2, RATE), (1, 5000)]
+    assert standin.get(cs)["amount_total"] == 2 * RATE + 5000
+
+    events = standin.complete_checkout(cs)
+    await deliver(client, standin, events)
+    await deliver(client, standin, events)  # replayed: already applied
+    state = await ledger_state(services, member.id)
+    assert state["credit"] == 2 * RATE and state["dues_income"] == -2 * RATE
+    assert state["stripe"] == 2 * RATE + 5000 - fee_of(2 * RATE + 5000)
+    async with services.reader() as db:
+        assert await joining.joining_fee_paid(db, member.id) == 5000
+        mine = await standing(db, member=await db.get(Member, member.id), today=dt.date.today(), grace_months=2)
+    assert mine.status == "current"
+
+    page = await member_web.get("/dues/card")
+    assert 'id="joining-fee"' not in page.text
+    r = await member_web.post("/dues/card/checkout", {"months": "1"})
+    assert r.status_code == 200
+    async with services.reader() as db:
+        second = (await db.execute(select(CardPayment).order_by(CardPayment.id.desc()).limit(1))).scalar_one()
+    assert (second.amount_minor, second.joining_fee_minor) == (RATE, 0)
+
+
+async def test_autopay_takes_the_joining_fee_from_the_first_charge(member_web, member, services, client, standin):
+    await with_joining_fee(services, 3000)
+    page = await member_web.get("/dues/card")
+    assert 'id="autopay-joining-fee"' in page.text and "₹30.00" in page.text
+    r = await member_web.post("/dues/card/autopay", {})
+    cs = re.search(r'id="checkout-link" href="([^"]+)"', r.text).group(1).rsplit("/", 1)[1]
+    await deliver(client, standin, standin.complete_checkout(cs))
+    async with services.reader() as db:
+        sub = (await db.execute(select(CardSubscription))).scalar_one()
+    await deliver(client, standin, standin.renew_subscription(sub.stripe_subscription_id))
+    state = await ledger_state(services, member.id)
+    assert state["credit"] == 2 * RATE - 3000  # the fee came out of the first month's charge
+    async with services.reader() as db:
+        assert await joining.joining_fee_paid(db, member.id) == 3000
