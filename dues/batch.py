@@ -99,11 +99,13 @@ class PaymentBatcher:
                             if not future.done():  # a caller that gave up before its batch started: drop it
                                 batch.append((request, future))
                         if batch:
-                            await self._post(session, batch)
+                            written = await self._post(session, batch)
+                            batch = []
+                            if not written:
+                                break  # a failed batch gives its session up: the next one starts afresh
                             # Let the callers just answered (and anyone else ready) queue their next payment
                             # before the queue is judged empty and the session given back.
                             await asyncio.sleep(0)
-                        batch = []
         except BaseException as exc:
             # The writer itself was cancelled (the loop is closing) or broke: nobody may wait for ever.
             # A batch cut off before its commit was rolled back by its session; after it, it stands.
@@ -114,7 +116,9 @@ class PaymentBatcher:
             self._waiting.clear()
             raise
 
-    async def _post(self, session, batch: list[tuple[PaymentRequest, asyncio.Future]]) -> None:
+    async def _post(self, session, batch: list[tuple[PaymentRequest, asyncio.Future]]) -> bool:
+        """Write the batch in `session` and answer its callers. False when the batch failed: its
+        requests were then retried one by one, each in a session of its own."""
         requests = [request for request, _ in batch]
         try:
             outcomes = await self._write(session, requests)
@@ -124,23 +128,24 @@ class PaymentBatcher:
             for request, future in batch:
                 try:
                     with speaking(request):
-                        (outcome,) = await self._write(session, [request])
+                        (outcome,) = await self._write_alone(request)
                 except UnionError as exc:  # e.g. PeriodClosed
                     outcome = PaymentOutcome(request, error=exc)
                 except Exception as exc:  # noqa: BLE001 - this request's own failure (e.g. a race lost)
-                    outcome = await self._after_failure(session, request, exc)
+                    outcome = await self._after_failure(request, exc)
                     if outcome is None:
                         if not future.done():
                             future.set_exception(exc)
                         continue
                 if not future.done():
                     future.set_result(outcome)
-            return
+            return False
         for (_request, future), outcome in zip(batch, outcomes):
             if not future.done():
                 future.set_result(outcome)
+        return True
 
-    async def _after_failure(self, session, request: PaymentRequest, exc: Exception) -> PaymentOutcome | None:
+    async def _after_failure(self, request: PaymentRequest, exc: Exception) -> PaymentOutcome | None:
         """A request that failed alone on an IntegrityError lost a race for its receipt number (another
         process committed the same receipt first): recorded again, it now gets its Conflict."""
         from sqlalchemy.exc import IntegrityError
@@ -148,10 +153,14 @@ class PaymentBatcher:
         if not isinstance(exc, IntegrityError):
             return None
         try:
-            (outcome,) = await self._write(session, [request])
+            (outcome,) = await self._write_alone(request)
         except Exception:  # noqa: BLE001
             return None
         return outcome
+
+    async def _write_alone(self, request: PaymentRequest) -> list[PaymentOutcome]:
+        async with self._sessions() as session:
+            return await self._write(session, [request])
 
     async def _write(self, session, requests: list[PaymentRequest]) -> list[PaymentOutcome]:
         """One transaction in the writer's session: record the payments, schedule their receipts,
@@ -163,7 +172,10 @@ class PaymentBatcher:
             # After the commit nothing raises: a failed nudge is logged and the sweeper runs the work.
             await jobs.commit_and_nudge(session, self._queue(), works)
         except Exception:
-            await session.rollback()
+            try:
+                await session.rollback()
+            except Exception:  # noqa: BLE001 - a lost connection: the session is given up anyway
+                log.warning("rolling back a failed batch of cash payments failed", exc_info=True)
             raise
         finally:
             session.expunge_all()  # the next batch starts clean; what callers get is detached, as before
