@@ -17,6 +17,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import functools
+import json
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -337,6 +338,47 @@ def _check_request(request: PaymentRequest) -> _Pending:
 
 
 @dataclass(frozen=True)
+class _Posted:
+    """An entry already posted under a payment's idempotency key, with its payment if it has one."""
+    entry_id: str
+    content_hash: str
+    payment_id: int | None
+
+
+def _with_members(pending: list[_Pending], rows) -> list[_Pending]:
+    """The requests whose member was found and may be paid for by their collector (rows of the members
+    query); the others fail as members.get_member does: unknown and not allowed look alike, so a
+    collector cannot learn that a member exists in another branch."""
+    found = {row.Member.member_no: row for row in rows}
+    for item in pending:
+        request = item.outcome.request
+        row = found.get(request.member_no.strip().upper())
+        if row is None or not can_see_member(request.collector, row.Member) or not request.collector.has(
+                Role.collector, row.Member.branch_id):
+            with speaking(request):
+                item.outcome.error = NotFound(_("No member with that number."), field="member_no")
+        else:
+            item.member, item.fee = row.Member, joining.fee_of(row)
+    return [item for item in pending if item.outcome.error is None]
+
+
+async def _lock_heads(session: AsyncSession, conn, queries: _BatchQueries, pending: list[_Pending]):
+    """The ledger head (and the audit head) locked, with the accounts the entries post to, in one
+    statement: (the head row, accounts by code). Creates the chart and collectors' cash accounts on
+    their first payment."""
+    codes = {code for code, _, _ in STANDARD_ACCOUNTS} | {
+        f"{COLLECTOR_CASH_PREFIX}{int(item.collector_id)}" for item in pending}
+    params = {"codes": list(codes), "n": len(pending)}
+    rows = (await conn.execute(queries.head, params)).all()
+    if {row.code for row in rows} != codes:
+        for currency in sorted({item.amount.currency for item in pending}):
+            await ensure_chart_and_cash(
+                session, sorted({item.collector_id for item in pending if item.amount.currency == currency}), currency)
+        rows = (await conn.execute(queries.head, params)).all()
+    return rows[0], {row.code: row for row in rows}
+
+
+@dataclass(frozen=True)
 class _BatchQueries:
     members: object
     head: object
@@ -389,7 +431,18 @@ def _batch_queries(sqlite: bool) -> _BatchQueries:
         literal("key"), null(), JournalEntry.idempotency_key, JournalEntry.id, JournalEntry.content_hash,
         CashPayment.id).outerjoin(CashPayment, CashPayment.entry_id == JournalEntry.id).where(
         one_of(JournalEntry.idempotency_key, "keys"))
-    return _BatchQueries(members, head, union_all(used_receipts, posted_keys))
+    if sqlite:
+        return _BatchQueries(members, head, union_all(used_receipts, posted_keys))
+    # PostgreSQL reads the members after the heads are locked, with the receipts already used and the
+    # entries already posted under the keys as two aggregates on every row: one statement fewer.
+    used = select(func.array_agg(func.concat(CashPayment.collector_user_id, ":", CashPayment.receipt_no))) \
+        .where(one_of(CashPayment.collector_user_id, "collectors"), one_of(CashPayment.receipt_no, "receipts")) \
+        .scalar_subquery()
+    posted = select(func.json_agg(func.json_build_array(JournalEntry.idempotency_key, JournalEntry.id,
+                                                        JournalEntry.content_hash, CashPayment.id))) \
+        .select_from(JournalEntry).outerjoin(CashPayment, CashPayment.entry_id == JournalEntry.id) \
+        .where(one_of(JournalEntry.idempotency_key, "keys")).scalar_subquery()
+    return _BatchQueries(members.add_columns(used.label("used_receipts"), posted.label("posted_keys")), head, None)
 
 
 async def record_cash_payments(session: AsyncSession, requests: Sequence[PaymentRequest]) -> list[PaymentOutcome]:
@@ -422,52 +475,41 @@ async def record_cash_payments(session: AsyncSession, requests: Sequence[Payment
     def fee_for(item: _Pending) -> Money | None:
         return item.fee if item.fee is not None and item.fee.currency == item.amount.currency else None
 
-    # Members with their plan's joining fee, in one statement (members.get_member's rules: unknown and not
-    # allowed look alike; without a dues account a member is on the standard plan).
-    numbers = {item.outcome.request.member_no.strip().upper() for item in pending}
     sqlite = session.get_bind().dialect.name == "sqlite"
     queries = _batch_queries(sqlite)
-    found = {row.Member.member_no: row for row in (await session.execute(
-        queries.members, {"numbers": list(numbers)})).all()}
-    for item in pending:
-        request = item.outcome.request
-        row = found.get(request.member_no.strip().upper())
-        if row is None or not can_see_member(request.collector, row.Member) or not request.collector.has(
-                Role.collector, row.Member.branch_id):
-            # Unknown, or another branch's: a collector cannot learn that a member exists in another branch.
-            with speaking(request):
-                fail(item, NotFound(_("No member with that number."), field="member_no"))
-        else:
-            item.member, item.fee = row.Member, joining.fee_of(row)
-    pending = [item for item in pending if item.outcome.error is None]
-    if not pending:
-        return outcomes
-
-    # The ledger head, locked, with the accounts the entries post to, in one statement. Everything read
-    # from here on (receipts, idempotency keys, joining fees paid) stays true until we commit.
-    conn = await session.connection()  # plain rows from here on: Core, not the ORM's execute
-    codes = {code for code, _, _ in STANDARD_ACCOUNTS} | {
-        f"{COLLECTOR_CASH_PREFIX}{int(item.collector_id)}" for item in pending}
-    head_params = {"codes": list(codes), "n": len(pending)}
-    rows = (await conn.execute(queries.head, head_params)).all()
-    if {row.code for row in rows} != codes:  # the first payment of the chart or of a collector: create them
-        for currency in sorted({item.amount.currency for item in pending}):
-            await ensure_chart_and_cash(
-                session, sorted({item.collector_id for item in pending if item.amount.currency == currency}), currency)
-        rows = (await conn.execute(queries.head, head_params)).all()
-    accounts = {row.code: row for row in rows}
-    head = rows[0]
-
-    # Receipts already used and entries already posted under the keys, in one statement.
-    used, existing = set(), {}
-    for row in (await conn.execute(queries.receipts, {
-            "collectors": sorted({item.collector_id for item in pending}),
+    conn = await session.connection()  # plain rows: Core, not the ORM's execute, where no entity is read
+    members = {"numbers": list({item.outcome.request.member_no.strip().upper() for item in pending})}
+    seen = {"collectors": sorted({item.collector_id for item in pending}),
             "receipts": sorted({item.receipt_no for item in pending}),
-            "keys": sorted({f"cash:{item.collector_id}:{item.receipt_no}" for item in pending})})).all():
-        if row.what == "receipt":
-            used.add((row.collector_user_id, row.text))
-        else:
-            existing[row.text] = row
+            "keys": sorted({f"cash:{item.collector_id}:{item.receipt_no}" for item in pending})}
+    # From the heads' lock on, everything read (receipts, idempotency keys, joining fees paid) stays true
+    # until we commit. Members with their plan's joining fee in one statement (members.get_member's rules).
+    used: set[tuple[int, str]] = set()
+    existing: dict[str, _Posted] = {}
+    if sqlite:
+        pending = _with_members(pending, (await session.execute(queries.members, members)).all())
+        if not pending:
+            return outcomes
+        head, accounts = await _lock_heads(session, conn, queries, pending)
+        for row in (await conn.execute(queries.receipts, seen)).all():
+            if row.what == "receipt":
+                used.add((row.collector_user_id, row.text))
+            else:
+                existing[row.text] = _Posted(row.entry_id, row.content_hash, row.payment_id)
+    else:
+        head, accounts = await _lock_heads(session, conn, queries, pending)
+        rows = (await session.execute(queries.members, members | seen)).all()
+        if rows:
+            for pair in rows[0].used_receipts or []:
+                collector_id, receipt_no = pair.split(":", 1)
+                used.add((int(collector_id), receipt_no))
+            posted = rows[0].posted_keys
+            for key, entry_id, digest, payment_id in (json.loads(posted) if isinstance(posted, str) else posted
+                                                      or []):
+                existing[key] = _Posted(entry_id, digest, payment_id)
+        pending = _with_members(pending, rows)
+        if not pending:
+            return outcomes
     fee_paid = await joining.joining_fees_paid(
         session, {item.member.id for item in pending if fee_for(item) is not None})
 

@@ -423,3 +423,31 @@ async def test_heads_read_earlier_in_the_session_do_not_go_stale(services, world
         await db.commit()
     assert await counts(services) == (4, 8, 2, 2)
     await chains_intact(services)
+
+
+async def test_an_entry_posted_without_its_payment_is_completed_not_posted_twice(services, world):
+    """An entry already under a payment's idempotency key without its payment row (a crash between the
+    two, in an older version): the same payment gets its payment row on that entry, with no second
+    entry; a different payment under the same receipt number is an idempotency conflict."""
+    from dues.errors import IdempotencyConflict
+
+    collector, member = world["col1"], world["a"]
+    async with services.sessions() as db:
+        await ledger.ensure_accounts(db)
+        cash = await ledger.collector_cash_account(db, collector.user.id)
+        entry = await ledger.post_entry(
+            db, key=f"cash:{collector.user.id}:E-1", kind="cash_payment",
+            lines=[(cash.code, Money(10000)), ("dues_income", Money(-10000))],
+            description=f"Cash dues from member {member.member_no}, receipt E-1", effective_date=TODAY,
+            actor=collector.user, member_id=member.id)
+        await db.commit()
+    async with services.sessions() as db:
+        (other,) = await record_cash_payments(db, [req(world, "a", amount=20000, receipt="E-1")])
+        await db.rollback()
+    assert isinstance(other.error, IdempotencyConflict)
+    async with services.sessions() as db:
+        (outcome,) = await record_cash_payments(db, [req(world, "a", amount=10000, receipt="E-1")])
+        await db.commit()
+    assert outcome.ok and outcome.entry_id == entry.id and outcome.payment.entry_id == entry.id
+    assert await counts(services) == (1, 2, 1, 1)
+    await chains_intact(services)
