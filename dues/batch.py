@@ -17,8 +17,8 @@ Cancellation: a caller that stops waiting before its batch starts is dropped (no
 it); once its batch has started the payment is posted or not as a whole, and the answer is
 discarded. `close()` refuses new requests, lets the writer finish what is queued and waits for it,
 so shutdown loses nothing and leaves nothing half-posted. The writer task only runs while there is
-work: it starts on a submit and ends when the queue is empty. While it runs it keeps one session (one
-pooled connection), so consecutive batches do not each pay for a checkout.
+work: it starts on a submit and ends when the queue is empty. While it runs it keeps one session for
+consecutive batches (each commit still gives the connection back to the pool).
 """
 
 from __future__ import annotations
@@ -88,8 +88,8 @@ class PaymentBatcher:
     async def _drain(self) -> None:
         batch: list[tuple[PaymentRequest, asyncio.Future]] = []
         try:
-            # One session (one pooled connection) while the queue drains: a batch does not pay for a checkout.
-            # Callers that submit while it closes find this task running: the outer loop takes them.
+            # One session while the queue drains (not one per batch). Callers that submit while it closes
+            # find this task running: the outer loop takes them.
             while self._waiting:
                 async with self._sessions() as session:
                     while self._waiting:
