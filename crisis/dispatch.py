@@ -69,6 +69,22 @@ class Ranking:
     step: str = ""
 
 
+# Why a nearer team was passed over (the dispatcher's log; crisis.teamcache gives the same words).
+ALREADY_OFFERED = "already offered this incident"
+
+
+def not_available(status: str) -> str:
+    return f"not available ({status})"
+
+
+def lacks_skills(needed: frozenset, skills: frozenset) -> str:
+    return "lacks skills: " + ", ".join(sorted(needed - skills))
+
+
+def does_not_speak(language: str) -> str:
+    return f"does not speak {language}"
+
+
 def rank_teams(*, lat: float, lon: float, kind: str, language: str, teams: list[TeamView], now: dt.datetime,
                stale_after: dt.timedelta, radius_km: float, wide_radius_km: float,
                exclude: set[int] = frozenset()) -> Ranking:
@@ -81,11 +97,11 @@ def rank_teams(*, lat: float, lon: float, kind: str, language: str, teams: list[
         if distance > wide_radius_km:
             continue
         if team.id in exclude:
-            rejected.append((distance, team, "already offered this incident"))
+            rejected.append((distance, team, ALREADY_OFFERED))
         elif team.status != TeamStatus.available:
-            rejected.append((distance, team, f"not available ({team.status})"))
+            rejected.append((distance, team, not_available(team.status)))
         elif not needed <= team.skills:
-            rejected.append((distance, team, "lacks skills: " + ", ".join(sorted(needed - team.skills))))
+            rejected.append((distance, team, lacks_skills(needed, team.skills)))
         else:
             eligible.append(Candidate(team, distance, where, language in team.languages))
     eligible.sort(key=lambda c: c.distance_km)
@@ -108,7 +124,7 @@ def rank_teams(*, lat: float, lon: float, kind: str, language: str, teams: list[
     for c in eligible:
         if c.team.id not in chosen_ids and c.distance_km < chosen_distance:
             passed.append({"team": c.team.id, "name": c.team.name, "km": round(c.distance_km, 2),
-                           "reason": f"does not speak {language}"})
+                           "reason": does_not_speak(language)})
     passed.sort(key=lambda p: p["km"])
     return Ranking(ordered, passed, step)
 

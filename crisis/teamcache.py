@@ -43,7 +43,8 @@ import sqlite3
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from crisis.dispatch import KIND_SKILLS, Candidate, Ranking, TeamView
+from crisis.dispatch import (ALREADY_OFFERED, KIND_SKILLS, Candidate, Ranking, TeamView, does_not_speak, lacks_skills,
+                             not_available)
 from crisis.geo import EARTH_KM, bounding_box
 from crisis.models import Team, TeamStatus
 
@@ -418,15 +419,15 @@ class TeamCache:
                 continue
             team = rec[13]
             if tid in exclude:
-                reason = "already offered this incident"
+                reason = ALREADY_OFFERED
             elif not rec[10]:
                 reason = _REASONS.get(team.status)
                 if reason is None:
-                    reason = _REASONS[team.status] = f"not available ({team.status})"
+                    reason = _REASONS[team.status] = not_available(team.status)
             else:
                 reason = _REASONS.get((needed, team.skills))
                 if reason is None:  # a few dozen sets of skills: each reason is made once
-                    reason = _REASONS[(needed, team.skills)] = "lacks skills: " + ", ".join(sorted(needed - team.skills))
+                    reason = _REASONS[(needed, team.skills)] = lacks_skills(needed, team.skills)
             passed.append({"team": tid, "name": team.name, "km": round(d, 2), "reason": reason})
         if len(passed) > 1:
             passed.sort(key=lambda p: p["team"])  # rank_teams lists these in team order (then sorts by km)
@@ -437,6 +438,6 @@ class TeamCache:
                     break
                 if tid not in chosen_ids:
                     passed.append({"team": tid, "name": rec[13].name, "km": round(d, 2),
-                                   "reason": f"does not speak {language}"})
+                                   "reason": does_not_speak(language)})
         passed.sort(key=lambda p: p["km"])
         return Ranking([Candidate(rec[13], d, where, match) for d, tid, rec, where, match in ordered], passed, step)

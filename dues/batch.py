@@ -92,20 +92,14 @@ class PaymentBatcher:
             # find this task running: the outer loop takes them.
             while self._waiting:
                 async with self._sessions() as session:
-                    while self._waiting:
+                    while batch := self._take():
+                        written = await self._post(session, batch)
                         batch = []
-                        while self._waiting and len(batch) < self.cap:
-                            request, future = self._waiting.popleft()
-                            if not future.done():  # a caller that gave up before its batch started: drop it
-                                batch.append((request, future))
-                        if batch:
-                            written = await self._post(session, batch)
-                            batch = []
-                            if not written:
-                                break  # a failed batch gives its session up: the next one starts afresh
-                            # Let the callers just answered (and anyone else ready) queue their next payment
-                            # before the queue is judged empty and the session given back.
-                            await asyncio.sleep(0)
+                        if not written:
+                            break  # a failed batch gives its session up: the next one starts afresh
+                        # Let the callers just answered (and anyone else ready) queue their next payment
+                        # before the queue is judged empty and the session given back.
+                        await asyncio.sleep(0)
         except BaseException as exc:
             # The writer itself was cancelled (the loop is closing) or broke: nobody may wait for ever.
             # A batch cut off before its commit was rolled back by its session; after it, it stands.
@@ -115,6 +109,16 @@ class PaymentBatcher:
                     future.set_exception(failure)
             self._waiting.clear()
             raise
+
+    def _take(self) -> list[tuple[PaymentRequest, asyncio.Future]]:
+        """Up to `cap` queued requests whose callers still wait (one that gave up before its batch
+        started is dropped)."""
+        batch = []
+        while self._waiting and len(batch) < self.cap:
+            request, future = self._waiting.popleft()
+            if not future.done():
+                batch.append((request, future))
+        return batch
 
     async def _post(self, session, batch: list[tuple[PaymentRequest, asyncio.Future]]) -> bool:
         """Write the batch in `session` and answer its callers. False when the batch failed: its

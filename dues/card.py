@@ -116,6 +116,7 @@ async def post_card_payment(session: AsyncSession, *, member_id: int, amount: Mo
     she still owes taken first (Cr joining_fee_income). Posted once: the entry already posted for the
     charge is returned as it is (the fee it took is no longer owed, so its lines are not made again)."""
     key = f"stripe:charge:{charge_id}:payment"
+    await lock_head(session)  # before the look-up: a concurrent post of the same charge waits, then finds it
     posted = (await session.execute(select(JournalEntry).where(JournalEntry.idempotency_key == key))).scalar_one_or_none()
     if posted is not None:
         return posted

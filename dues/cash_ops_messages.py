@@ -21,7 +21,7 @@ import functools
 import json
 from collections.abc import Sequence
 
-from sqlalchemy import delete, func, insert, select, text, update
+from sqlalchemy import bindparam, delete, func, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -33,6 +33,7 @@ from union.models import DueState, DueWork, Member, User, utcnow
 from union.sms import SmsError
 
 NOTICE_JOB = "dues.notice"
+NOTICE_KEY = "dues-notice:"  # + the notice id: the key of the due work that sends it
 
 
 def money_locale(language: str) -> str:
@@ -76,7 +77,7 @@ async def add_notice(session: AsyncSession, *, member_id: int, kind: str, ref: s
             await session.flush()
     except IntegrityError:
         return None  # a concurrent run inserted it first
-    return await jobs.schedule(session, kind=NOTICE_JOB, key=f"dues-notice:{notice.id}",
+    return await jobs.schedule(session, kind=NOTICE_JOB, key=f"{NOTICE_KEY}{notice.id}",
                                payload={"notice": notice.id})
 
 
@@ -94,10 +95,8 @@ async def schedule_receipt_sms(session: AsyncSession, paid: Sequence[tuple[CashP
     # As dues.services.record_cash_payments numbers its payments: SQLite cannot say how a multi-row
     # INSERT ... RETURNING numbered its rows, and the transaction holds the write lock (BEGIN IMMEDIATE).
     conn = await session.connection()
-    last_notice, last_work, out = (await conn.execute(select(
-        select(func.max(DuesNotice.id)).scalar_subquery(), select(func.max(DueWork.id)).scalar_subquery(),
-        select(func.group_concat(DuesMessageOptOut.member_id)).where(
-            DuesMessageOptOut.member_id.in_({member.id for _, member in paid})).scalar_subquery()))).one()
+    last_notice, last_work, out = (await conn.execute(_receipts_lookup_sqlite(), {
+        "members": sorted({member.id for _, member in paid})})).one()
     out = {int(member_id) for member_id in (out or "").split(",") if member_id}
     now = utcnow()
     notices = [{"id": (last_notice or 0) + n, "member_id": member.id, "kind": NoticeKind.receipt.value,
@@ -105,13 +104,23 @@ async def schedule_receipt_sms(session: AsyncSession, paid: Sequence[tuple[CashP
                for n, (payment, member) in enumerate([pm for pm in paid if pm[1].id not in out], start=1)]
     if not notices:
         return []
-    works = [{"id": (last_work or 0) + n, "kind": NOTICE_JOB, "key": f"dues-notice:{notice['id']}",
+    works = [{"id": (last_work or 0) + n, "kind": NOTICE_JOB, "key": f"{NOTICE_KEY}{notice['id']}",
               "payload": json.dumps({"notice": notice["id"]}), "due_at": now, "state": DueState.pending.value,
               "attempts": 0, "max_attempts": jobs.DEFAULT_MAX_ATTEMPTS, "created_at": now}
              for n, notice in enumerate(notices, start=1)]
     await conn.execute(insert(DuesNotice.__table__), notices)
     await conn.execute(insert(DueWork.__table__), works)
     return [DueWork(**work) for work in works]
+
+
+@functools.cache
+def _receipts_lookup_sqlite():
+    """The newest notice and due-work ids (the rows are numbered as SQLite would) and which of the
+    members opted out (comma-separated), in one statement."""
+    return select(
+        select(func.max(DuesNotice.id)).scalar_subquery(), select(func.max(DueWork.id)).scalar_subquery(),
+        select(func.group_concat(DuesMessageOptOut.member_id)).where(
+            DuesMessageOptOut.member_id.in_(bindparam("members", expanding=True))).scalar_subquery())
 
 
 @functools.cache
@@ -125,7 +134,7 @@ def _receipts_statement_postgresql():
         "WHERE NOT EXISTS (SELECT 1 FROM dues_message_opt_out o WHERE o.member_id = u.member_id) "
         "ORDER BY u._n RETURNING id) "
         "INSERT INTO duework (kind, key, payload, due_at, state, attempts, max_attempts, created_at) "
-        "SELECT :job, 'dues-notice:' || n.id, '{\"notice\": ' || n.id || '}', :now, :state, 0, :max_attempts, :now "
+        "SELECT :job, CAST(:key AS VARCHAR) || n.id, '{\"notice\": ' || n.id || '}', :now, :state, 0, :max_attempts, :now "
         "FROM n RETURNING id, key, payload")
 
 
@@ -134,8 +143,8 @@ async def _schedule_receipts_postgresql(session: AsyncSession, paid) -> list[Due
     conn = await session.connection()
     rows = (await conn.execute(_receipts_statement_postgresql(), {
         "kind": NoticeKind.receipt.value, "now": now, "member_ids": [member.id for _, member in paid],
-        "refs": [str(payment.id) for payment, _ in paid], "job": NOTICE_JOB, "state": DueState.pending.value,
-        "max_attempts": jobs.DEFAULT_MAX_ATTEMPTS})).all()
+        "refs": [str(payment.id) for payment, _ in paid], "job": NOTICE_JOB, "key": NOTICE_KEY,
+        "state": DueState.pending.value, "max_attempts": jobs.DEFAULT_MAX_ATTEMPTS})).all()
     # The rows as jobs.schedule would return them (not in the session: they are written already).
     return [DueWork(id=row.id, kind=NOTICE_JOB, key=row.key, payload=row.payload, due_at=now, created_at=now)
             for row in rows]

@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dues.errors import InvalidAmount
-from dues.ledger import Line, lock_head
+from dues.ledger import Line
 from dues.models import DuesAccount, DuesPlan, JournalEntry, LedgerAccount, Posting
 from dues.money import Money, format_money
 from union.i18n import _
@@ -32,20 +32,12 @@ async def plan_joining_fee(session: AsyncSession, member: Member) -> Money | Non
         select(DuesAccount.plan_id).where(DuesAccount.member_id == member.id))).scalar_one_or_none()
     query = select(DuesPlan.joining_fee_minor, DuesPlan.joining_fee_currency)
     query = query.where(DuesPlan.id == plan_id) if plan_id else query.where(DuesPlan.code == "standard")
-    row = (await session.execute(query)).first()
-    if row is None or not row.joining_fee_minor:
-        return None
-    return Money(int(row.joining_fee_minor), row.joining_fee_currency)
+    return fee_of((await session.execute(query)).first())
 
 
 async def joining_fee_paid(session: AsyncSession, member_id: int) -> int:
     """Net joining fee booked for the member, in minor units (credit positive)."""
-    total = (await session.execute(
-        select(func.coalesce(-func.sum(Posting.amount_minor), 0))
-        .join(JournalEntry, JournalEntry.id == Posting.entry_id)
-        .join(LedgerAccount, LedgerAccount.id == Posting.account_id)
-        .where(LedgerAccount.code == JOINING_FEE_ACCOUNT, JournalEntry.member_id == member_id))).scalar_one()
-    return int(total)
+    return (await joining_fees_paid(session, [member_id]))[member_id]
 
 
 def fee_lines(*, fee: Money | None, paid_minor: int | None, cash_account: str, amount: Money) -> list[Line]:
@@ -97,8 +89,8 @@ async def fee_owed(session: AsyncSession, member: Member) -> Money | None:
 async def card_payment_lines(session: AsyncSession, *, member: Member, account: str, amount: Money) -> list[Line]:
     """The lines of a card payment's entry: Dr `account` / Cr joining_fee_income for as much of the
     fee as the member still owes and the payment covers, the rest Cr dues_income. Unlike cash it never
-    refuses: the money has arrived (a Checkout includes the fee owed when it was opened)."""
-    await lock_head(session)  # the fee check must stay true until our entry is posted
+    refuses: the money has arrived (a Checkout includes the fee owed when it was opened). The caller
+    holds the ledger head (`lock_head`), so the fee check stays true until its entry is posted."""
     owed = await fee_owed(session, member)
     part = min(owed.amount_minor, amount.amount_minor) if owed and owed.currency == amount.currency else 0
     lines: list[Line] = [(account, amount)]

@@ -300,11 +300,19 @@ class _Pending:
     months: int | None
     member: Member | None = None
     fee: Money | None = None  # the joining fee of the member's plan
-    index: int = 0
 
     @property
     def collector_id(self) -> int:
         return self.outcome.request.collector.user.id
+
+    @property
+    def key(self) -> str:
+        """The idempotency key of the payment's entry: the collector's receipt."""
+        return f"cash:{self.collector_id}:{self.receipt_no}"
+
+    @property
+    def cash_account(self) -> str:
+        return f"{COLLECTOR_CASH_PREFIX}{int(self.collector_id)}"
 
 
 async def record_cash_payment(*, session: AsyncSession, member_no: object, amount: Money, receipt_no: object,
@@ -366,8 +374,7 @@ async def _lock_heads(session: AsyncSession, conn, queries: _BatchQueries, pendi
     """The ledger head (and the audit head) locked, with the accounts the entries post to, in one
     statement: (the head row, accounts by code). Creates the chart and collectors' cash accounts on
     their first payment."""
-    codes = {code for code, _, _ in STANDARD_ACCOUNTS} | {
-        f"{COLLECTOR_CASH_PREFIX}{int(item.collector_id)}" for item in pending}
+    codes = {code for code, _, _ in STANDARD_ACCOUNTS} | {item.cash_account for item in pending}
     params = {"codes": list(codes), "n": len(pending)}
     rows = (await conn.execute(queries.head, params)).all()
     if {row.code for row in rows} != codes:
@@ -464,13 +471,10 @@ async def record_cash_payments(session: AsyncSession, requests: Sequence[Payment
         except UnionError as exc:
             outcomes[n].error = exc
             continue
-        item.outcome, item.index = outcomes[n], n
+        item.outcome = outcomes[n]
         pending.append(item)
     if not pending:
         return outcomes
-
-    def fail(item: _Pending, error: UnionError) -> None:
-        item.outcome.error = error
 
     def fee_for(item: _Pending) -> Money | None:
         return item.fee if item.fee is not None and item.fee.currency == item.amount.currency else None
@@ -481,7 +485,7 @@ async def record_cash_payments(session: AsyncSession, requests: Sequence[Payment
     members = {"numbers": list({item.outcome.request.member_no.strip().upper() for item in pending})}
     seen = {"collectors": sorted({item.collector_id for item in pending}),
             "receipts": sorted({item.receipt_no for item in pending}),
-            "keys": sorted({f"cash:{item.collector_id}:{item.receipt_no}" for item in pending})}
+            "keys": sorted({item.key for item in pending})}
     # From the heads' lock on, everything read (receipts, idempotency keys, joining fees paid) stays true
     # until we commit. Members with their plan's joining fee in one statement (members.get_member's rules).
     used: set[tuple[int, str]] = set()
@@ -514,21 +518,20 @@ async def record_cash_payments(session: AsyncSession, requests: Sequence[Payment
         session, {item.member.id for item in pending if fee_for(item) is not None})
 
     # In request order, as if each were recorded after the ones before it.
-    fresh: list[tuple[_Pending, PreparedEntry]] = []
-    replays: list[tuple[_Pending, str]] = []  # an entry already posted under the key, without its payment
+    entries: list[PreparedEntry] = []  # the entries to post
+    written: list[tuple[_Pending, str]] = []  # the payments to write, with their entry (new or already posted)
     for item in pending:
         request, member = item.outcome.request, item.member
         if (item.collector_id, item.receipt_no) in used:
             with speaking(request):
-                fail(item, _reused(item.receipt_no))
+                item.outcome.error = _reused(item.receipt_no)
             continue
-        cash = f"{COLLECTOR_CASH_PREFIX}{int(item.collector_id)}"
         fee = fee_for(item)
         with speaking(request):
             try:
                 lines = joining.fee_lines(fee=fee, paid_minor=fee_paid.get(member.id) if fee else None,
-                                          cash_account=cash, amount=item.amount)
-                key = f"cash:{item.collector_id}:{item.receipt_no}"
+                                          cash_account=item.cash_account, amount=item.amount)
+                key = item.key
                 prepared = prepare_entry(
                     key=key, kind=EntryKind.cash_payment, lines=lines,
                     description=f"Cash dues from member {member.member_no}, receipt {item.receipt_no}",
@@ -542,25 +545,24 @@ async def record_cash_payments(session: AsyncSession, requests: Sequence[Payment
                                                   field="key")
                     if row.payment_id is not None:
                         raise _reused(item.receipt_no)
-                    replays.append((item, row.entry_id))
+                    written.append((item, row.entry_id))  # its entry without its payment: write the payment
                     used.add((item.collector_id, item.receipt_no))
                     continue
                 mismatch = currency_mismatch(prepared, accounts)
                 if mismatch is not None:
                     raise mismatch
             except UnionError as exc:
-                fail(item, exc)
+                item.outcome.error = exc
                 continue
         used.add((item.collector_id, item.receipt_no))
         if fee is not None:
             fee_paid[member.id] = fee_paid.get(member.id, 0) - sum(
                 amount for code, _cur, amount in prepared.raw if code == joining.JOINING_FEE_ACCOUNT)
-        fresh.append((item, prepared))
-    if not fresh and not replays:
+        entries.append(prepared)
+        written.append((item, prepared.id))
+    if not written:
         return outcomes
 
-    entries = [prepared for _item, prepared in fresh]
-    written = sorted([(item, prepared.id) for item, prepared in fresh] + replays, key=lambda pair: pair[0].index)
     now = utcnow()
     first_id = (head.last_payment_id or 0) + 1 if sqlite else 0
     ids = range(first_id, first_id + len(written)) if sqlite else head.payment_ids

@@ -3,9 +3,9 @@ sensitive records.
 
 Each event's hash covers its content and the previous event's hash; the
 `audithead` row holds the newest hash and is locked while appending, so the chain
-never forks under concurrent writers. `record_many` appends several events with the head
-locked once and one multi-row INSERT (same rows and hashes as `record` called for each). The database refuses UPDATE and DELETE on
-`auditevent` (triggers from the first migration). Details must never hold
+never forks under concurrent writers. `chain_rows` makes the rows and hashes of several events
+at once (the same as `record` called for each), for batches written with one multi-row INSERT.
+The database refuses UPDATE and DELETE on `auditevent` (triggers from the first migration). Details must never hold
 sensitive values: ids and field names only.
 """
 
@@ -16,7 +16,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from union.models import AuditEvent, AuditHead, utcnow
@@ -43,24 +43,12 @@ async def record(session: AsyncSession, *, action: str, actor=None, target_type:
                  target_id: object = "", detail: dict | None = None) -> AuditEvent:
     """Append one event in the caller's transaction (the caller commits)."""
     head = (await session.execute(select(AuditHead).where(AuditHead.id == 1).with_for_update())).scalar_one()
-    event = AuditEvent(
-        at=utcnow(),
-        actor_user_id=getattr(actor, "id", None),
-        actor=getattr(actor, "username", "") or "",
-        action=action,
-        target_type=target_type,
-        target_id=str(target_id),
-        detail=json.dumps(detail or {}, sort_keys=True, separators=(",", ":"), ensure_ascii=False),
-        prev_hash=head.last_hash,
-        hash="",
-    )
-    event.hash = event_hash(prev_hash=event.prev_hash, at=event.at, actor_user_id=event.actor_user_id,
-                            actor=event.actor, action=action, target_type=target_type,
-                            target_id=event.target_id, detail=event.detail)
+    (row,), head.last_hash = chain_rows([{"action": action, "actor": actor, "target_type": target_type,
+                                          "target_id": target_id, "detail": detail}], head.last_hash)
+    event = AuditEvent(**row)
     session.add(event)
     await session.flush()
     head.last_id = event.id
-    head.last_hash = event.hash
     session.add(head)
     await session.flush()
     return event
@@ -88,46 +76,23 @@ def chain_rows(events: list[dict], prev_hash: str) -> tuple[list[dict], str]:
     return rows, prev_hash
 
 
-async def record_many(session: AsyncSession, events: list[dict], *,
-                      head: tuple[str, int | None] | None = None) -> list[int]:
-    """Append several events in the caller's transaction, in order, with the head locked once: the
-    same rows and hashes as calling `record` for each in turn. Each item holds `record`'s keyword
-    arguments (action, actor, target_type, target_id, detail). Returns the events' ids, in order.
-    Flushes, never commits.
-
-    head (SQLite only): (audithead.last_hash, max(auditevent.id)) as the caller read them in this
-    transaction, which holds the database's write lock, to save a statement."""
+async def record_many(session: AsyncSession, events: list[dict], *, head: tuple[str, int | None]) -> list[int]:
+    """Append several events in the caller's SQLite transaction, in order: the same rows and hashes as
+    calling `record` for each in turn. Each item holds `record`'s keyword arguments (action, actor,
+    target_type, target_id, detail). `head`: (audithead.last_hash, max(auditevent.id)) as the caller
+    read them in this transaction, which holds the database's write lock (BEGIN IMMEDIATE). SQLite
+    cannot say in which order a multi-row INSERT ... RETURNING numbered its rows, so they are numbered
+    here (max + 1, ... as SQLite would) and go in with one statement. Returns the events' ids, in order.
+    (PostgreSQL batches write their events with their other rows: dues.services._write_postgresql.)"""
     if not events:
         return []
-    sqlite = session.get_bind().dialect.name == "sqlite"
-    if sqlite:
-        # SQLite cannot say in which order a multi-row INSERT ... RETURNING numbered its rows, so SQLAlchemy
-        # would insert them one by one. The transaction holds the database's write lock (BEGIN IMMEDIATE):
-        # number them as SQLite would (max + 1, ...) and insert them in one statement.
-        if head is None:
-            head = tuple((await session.execute(
-                select(AuditHead.last_hash, select(func.max(AuditEvent.id)).scalar_subquery())
-                .where(AuditHead.id == 1))).one())
-        prev_hash, last_id = head
-    else:
-        prev_hash = (await session.execute(
-            select(AuditHead.last_hash).where(AuditHead.id == 1).with_for_update())).scalar_one()
+    prev_hash, last_id = head
     rows, prev_hash = chain_rows(events, prev_hash)
-    if sqlite:
-        for n, row in enumerate(rows, start=1):
-            row["id"] = (last_id or 0) + n
+    ids = [(last_id or 0) + n for n in range(1, len(rows) + 1)]
+    for row, event_id in zip(rows, ids):
+        row["id"] = event_id
     # Core statements on the session's connection: the ORM's unit of work costs more than the SQL here.
-    conn = await session.connection()
-    table = AuditEvent.__table__
-    if sqlite:
-        await conn.execute(insert(table), rows)
-        ids = [row["id"] for row in rows]
-    else:
-        ids = list((await conn.execute(insert(table).returning(table.c.id, sort_by_parameter_order=True),
-                                       rows)).scalars())
-    if any(later <= earlier for earlier, later in zip(ids, ids[1:])):
-        # verify_chain walks by id: a chain numbered out of order must not be committed.
-        raise RuntimeError("audit events were numbered out of their chain order")
+    await (await session.connection()).execute(insert(AuditEvent.__table__), rows)
     # An ORM UPDATE: the head object in this session's identity map moves too (no stale head for `record`).
     await session.execute(update(AuditHead).where(AuditHead.id == 1).values(last_id=ids[-1], last_hash=prev_hash)
                           .execution_options(synchronize_session="evaluate"))

@@ -24,7 +24,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Protocol
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import case, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from union.models import DueState, DueWork, utcnow
@@ -186,21 +186,15 @@ def _reader(services):
 
 async def due_ids(services, *, limit: int = 200, kinds: Iterable[str] | None = None) -> list[int]:
     """Due rows, oldest due first; timer kinds (TIMER_KINDS) before the rest. `kinds`: only these."""
-    now = utcnow()
-    query = select(DueWork.id).where(_is_due(now))
+    query = select(DueWork.id).where(_is_due(utcnow()))
     if kinds is not None:
-        query = query.where(DueWork.kind.in_(sorted(kinds)))
+        query = query.where(DueWork.kind.in_(sorted(kinds))).order_by(DueWork.due_at)
     elif TIMER_KINDS:
-        timers = await due_ids(services, limit=limit, kinds=TIMER_KINDS)
-        if len(timers) >= limit:
-            return timers
-        query = query.where(DueWork.kind.not_in(sorted(TIMER_KINDS)))
-        async with _reader(services)() as session:
-            rows = await session.execute(query.order_by(DueWork.due_at).limit(limit - len(timers)))
-            return timers + list(rows.scalars())
+        query = query.order_by(case((DueWork.kind.in_(sorted(TIMER_KINDS)), 0), else_=1), DueWork.due_at)
+    else:
+        query = query.order_by(DueWork.due_at)
     async with _reader(services)() as session:
-        rows = await session.execute(query.order_by(DueWork.due_at).limit(limit))
-        return list(rows.scalars())
+        return list((await session.execute(query.limit(limit))).scalars())
 
 
 async def sweep(services, *, limit: int = 200) -> int:
@@ -210,6 +204,16 @@ async def sweep(services, *, limit: int = 200) -> int:
         if await run_due_work(services, work_id) == "done":
             done += 1
     return done
+
+
+async def drain_due_timers(services) -> None:
+    """Claim and run due timer rows until none is left (more may come due meanwhile). A failure is
+    logged: the rows stay due, and the next pass (or a sweep) retries them. The runners' timer loops."""
+    try:
+        while await run_due_timers(services):
+            pass
+    except Exception:  # noqa: BLE001
+        log.exception("timer pass failed")
 
 
 async def run_due_timers(services, *, limit: int = 50, concurrency: int = 4) -> int:

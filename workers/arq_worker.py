@@ -97,11 +97,7 @@ async def hourly_scheduling(ctx) -> None:
 
 async def timers_forever(services, *, poll: float = TIMER_POLL) -> None:
     while True:
-        try:
-            while await jobs.run_due_timers(services):
-                pass  # more may have come due meanwhile
-        except Exception:  # the rows stay due; the next pass (or a sweep) retries them
-            log.exception("timer pass failed")
+        await jobs.drain_due_timers(services)
         await asyncio.sleep(poll)
 
 

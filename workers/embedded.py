@@ -80,11 +80,7 @@ class EmbeddedJobs:
             except TimeoutError:
                 pass
             wake.clear()
-            try:
-                while await jobs.run_due_timers(self.services):
-                    pass  # more may have come due meanwhile
-            except Exception:  # the rows stay due; the next pass (or the sweeper) retries them
-                log.exception("timer pass failed")
+            await jobs.drain_due_timers(self.services)
 
     async def _hourly_forever(self) -> None:
         """Like the arq cron: make sure the self-rescheduling rows exist (idempotent), hourly."""
